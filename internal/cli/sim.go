@@ -1,0 +1,15 @@
+package cli
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+)
+
+func newSimCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "sim",
+		Short: "not built yet",
+		RunE:  func(*cobra.Command, []string) error { return errors.New("not built yet") },
+	}
+}
