@@ -1,6 +1,28 @@
 // Package config defines sluice's configuration: one Config tree, the defaults
 // for every key in one place (Default), strict YAML loading with ${VAR}
 // expansion, and validation that reports every problem with its file position.
+//
+// Load and Parse decode a file onto Default. A list element or optional
+// block the file writes (a pool, a backend, autoscale, ...) starts from its
+// own default (DefaultPool, DefaultBackend, DefaultAutoscale, ...), so a
+// key the file leaves out keeps its default and a key it sets, even to 0 or
+// "", keeps the file's value. A null value ("key:" or "key: ~") counts as
+// not set, except that it removes an optional block.
+//
+// Decoding is strict: an unknown or repeated key, a value of the wrong type,
+// a malformed duration or size, or a YAML syntax error is a problem. Anchors,
+// aliases and merge keys (<<) work as in YAML.
+//
+// In string values, ${NAME} is replaced by the environment variable NAME
+// (an error when NAME is unset) and ${NAME:-default} by NAME or, when it is
+// unset or empty, default; $${ is a literal ${. Keys are never expanded,
+// and a value from the environment stays one value whatever it holds, so it
+// cannot add YAML structure; it does read as a number or boolean where the
+// key wants one, quoted or not. Inside [...] or {...}, quote a ${NAME}:
+// unquoted, its braces end the flow collection.
+//
+// Every problem found, not only the first, comes back in an Errors, each as
+// FILE:LINE:COL: key.path: what is wrong and what to do.
 package config
 
 // Config is the whole of a sluice configuration file. The zero value is not
@@ -35,17 +57,21 @@ type Config struct {
 	Tracing Tracing `yaml:"tracing"`
 
 	// Path is the file the config was loaded from ("" when built in code).
+	// It names the file in errors.
 	Path string `yaml:"-"`
 	// pos maps a key path such as "pools[0].backends[1].url" to where it
-	// stands in the file, so Validate can point at it.
+	// stands in the file, so Validate can point at it. Nil when built in
+	// code.
 	pos positions
 }
 
 // TLS names the certificate and key files of the data-plane listener. Both
 // files are re-read when they change.
 type TLS struct {
+	// CertFile is the PEM certificate chain. Required.
 	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	// KeyFile is the PEM private key. Required.
+	KeyFile string `yaml:"key_file"`
 }
 
 // Admin configures the admin server.
@@ -75,26 +101,30 @@ type Limits struct {
 
 // Redis is optional shared state.
 type Redis struct {
-	// URL such as redis://127.0.0.1:6379/0. Default "" (no Redis).
+	// URL such as redis://127.0.0.1:6379/0 (also rediss:// and unix://).
+	// Default "" (no Redis).
 	URL string `yaml:"url"`
 }
 
 // Pool is a set of replicas serving the same models.
 type Pool struct {
-	// Name is [a-z0-9_-]+ and unique.
+	// Name is [a-z0-9_-]+ and unique. Required.
 	Name string `yaml:"name"`
-	// Models are the model names (globs allowed) this pool serves.
+	// Models are the model names this pool serves; globs are allowed (see
+	// MatchModel). The same name may not appear in two pools. Default none:
+	// the pool is then reached only through routes or fallback.
 	Models []string `yaml:"models"`
 	// Balancer picks a backend per request. Default p2c_ewma.
 	Balancer string `yaml:"balancer"`
 	// HashOn is the consistent_hash key: header:NAME, cookie:NAME,
 	// client_ip or json:FIELD. Default client_ip.
 	HashOn string `yaml:"hash_on"`
-	// Backends are static replicas.
+	// Backends are static replicas. Exactly one of Backends, Process and
+	// Kubernetes is set.
 	Backends []Backend `yaml:"backends"`
-	// Process runs local replicas under sluice's supervision.
+	// Process runs local replicas under sluice's supervision. Default nil.
 	Process *Process `yaml:"process"`
-	// Kubernetes discovers and scales replicas in a cluster.
+	// Kubernetes discovers and scales replicas in a cluster. Default nil.
 	Kubernetes *Kubernetes `yaml:"kubernetes"`
 	// MaxConcurrency caps in-flight requests per backend; 0 (default) = none.
 	MaxConcurrency int `yaml:"max_concurrency"`
@@ -108,7 +138,8 @@ type Pool struct {
 	Retry Retry `yaml:"retry"`
 	// Timeouts bound each upstream attempt.
 	Timeouts Timeouts `yaml:"timeouts"`
-	// Fallback pools are tried in order when this one cannot serve.
+	// Fallback pools are tried in order when this one cannot serve. Default
+	// none. They must exist and form no cycle.
 	Fallback []string `yaml:"fallback"`
 	// Cache enables response caching for this pool when TTL > 0.
 	Cache PoolCache `yaml:"cache"`
@@ -119,7 +150,8 @@ type Pool struct {
 
 // Backend is one static replica.
 type Backend struct {
-	// URL is http://, https:// or h2c:// (HTTP/2 cleartext, for gRPC).
+	// URL is http://, https:// or h2c:// (HTTP/2 cleartext, for gRPC)
+	// followed by host[:port] and nothing else; h2c needs the port.
 	URL string `yaml:"url"`
 	// Weight is used by weighted_round_robin. Default 1.
 	Weight int `yaml:"weight"`
@@ -199,17 +231,21 @@ type PoolCache struct {
 // Process runs local replicas.
 type Process struct {
 	// Command is argv; {port} is replaced by a free port. A first element of
-	// "sluice" means sluice's own executable.
+	// "sluice" means sluice's own executable. Required; {port} must appear
+	// in an argument or in an Env value.
 	Command []string `yaml:"command"`
-	// Env adds environment variables.
+	// Env adds environment variables; {port} is replaced in values too.
+	// Default none.
 	Env map[string]string `yaml:"env"`
 	// ReadyPath answers 200 when a replica may join. Default /health.
 	ReadyPath string `yaml:"ready_path"`
 	// StartTimeout bounds waiting for ReadyPath. Default 60s.
 	StartTimeout Duration `yaml:"start_timeout"`
-	// StopTimeout bounds draining before SIGTERM. Default 30s.
+	// StopTimeout bounds draining before SIGTERM. Default 30s; 0 sends
+	// SIGTERM at once.
 	StopTimeout Duration `yaml:"stop_timeout"`
-	// Replicas is the fixed count when Autoscale is nil. Default 1.
+	// Replicas is the fixed count when Autoscale is nil (ignored with
+	// Autoscale). Default 1.
 	Replicas int `yaml:"replicas"`
 }
 
@@ -217,7 +253,7 @@ type Process struct {
 type Kubernetes struct {
 	// Namespace of the Service. Default "default".
 	Namespace string `yaml:"namespace"`
-	// Service whose EndpointSlices list the replicas.
+	// Service whose EndpointSlices list the replicas. Required.
 	Service string `yaml:"service"`
 	// Port is the endpoint port name or number. Default the first port.
 	Port string `yaml:"port"`
@@ -231,26 +267,44 @@ type Kubernetes struct {
 type ScaleTarget struct {
 	// Kind is Deployment or StatefulSet. Default Deployment.
 	Kind string `yaml:"kind"`
+	// Name of the workload. Required when the pool autoscales.
 	Name string `yaml:"name"`
 }
 
 // Autoscale configures the autoscaler of a pool.
 type Autoscale struct {
-	Min               int      `yaml:"min"`                 // default 1
-	Max               int      `yaml:"max"`                 // default 8
-	TargetConcurrency float64  `yaml:"target_concurrency"`  // default 4
-	StableWindow      Duration `yaml:"stable_window"`       // default 60s
-	PanicWindow       Duration `yaml:"panic_window"`        // default 6s
-	PanicThreshold    float64  `yaml:"panic_threshold"`     // default 2.0
-	ScaleDownDelay    Duration `yaml:"scale_down_delay"`    // default 30s
-	ScaleToZeroAfter  Duration `yaml:"scale_to_zero_after"` // default 0s
-	Predictive        Predictive `yaml:"predictive"`
+	// Min is the fewest replicas. Default 1; 0 allows scaling to zero.
+	Min int `yaml:"min"`
+	// Max is the most replicas. Default 8.
+	Max int `yaml:"max"`
+	// TargetConcurrency is the desired demand (in-flight + waiting requests
+	// + pending jobs) per replica. Default 4.
+	TargetConcurrency float64 `yaml:"target_concurrency"`
+	// StableWindow is the window demand is averaged over. Default 60s.
+	StableWindow Duration `yaml:"stable_window"`
+	// PanicWindow is the short window that detects bursts; at most
+	// StableWindow. Default 6s.
+	PanicWindow Duration `yaml:"panic_window"`
+	// PanicThreshold: the autoscaler panics (scales up at once, never down)
+	// when panic-window demand needs this many times the ready replicas.
+	// Default 2.0.
+	PanicThreshold float64 `yaml:"panic_threshold"`
+	// ScaleDownDelay is how long a lower recommendation must hold before
+	// replicas are removed. Default 30s.
+	ScaleDownDelay Duration `yaml:"scale_down_delay"`
+	// ScaleToZeroAfter: with Min 0, a pool idle this long goes to zero
+	// replicas. Default 0s (at once when idle, after ScaleDownDelay).
+	ScaleToZeroAfter Duration `yaml:"scale_to_zero_after"`
+	// Predictive adds a seasonal forecast to observed demand.
+	Predictive Predictive `yaml:"predictive"`
 }
 
 // Predictive configures the seasonal demand forecast.
 type Predictive struct {
-	Enabled bool     `yaml:"enabled"` // default false
-	Season  Duration `yaml:"season"`  // default 24h
+	// Enabled turns the forecast on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// Season is the period demand repeats over. Default 24h.
+	Season Duration `yaml:"season"`
 }
 
 // Route sends matching requests to a pool before model routing applies.
@@ -259,44 +313,61 @@ type Route struct {
 	Host string `yaml:"host"`
 	// PathPrefix matches the request path. Default "/".
 	PathPrefix string `yaml:"path_prefix"`
-	// Pool is the target pool's name.
+	// Pool is the target pool's name. Required.
 	Pool string `yaml:"pool"`
 }
 
 // Auth configures authentication and per-tenant limits.
+// At least one of Keys and JWT is required.
 type Auth struct {
+	// Keys are static API keys, one tenant each. Default none.
 	Keys []APIKey `yaml:"keys"`
-	JWT  *JWT     `yaml:"jwt"`
+	// JWT accepts bearer JWTs. Nil (the default) accepts none.
+	JWT *JWT `yaml:"jwt"`
 }
 
 // APIKey is one tenant's key.
 type APIKey struct {
-	// Name is the tenant.
+	// Name is the tenant: it labels metrics and logs and owns jobs.
+	// Required and unique.
 	Name string `yaml:"name"`
-	// KeySHA256 is the hex SHA-256 of the key. Or set Key.
+	// KeySHA256 is the hex SHA-256 of the key (64 hex digits). Set exactly
+	// one of KeySHA256 and Key; Hash gives the digest either way.
 	KeySHA256 string `yaml:"key_sha256"`
-	// Key is the plain key (use ${VAR}); hashed at load.
+	// Key is the plain key, best written as ${VAR}. Never log it.
 	Key string `yaml:"key"`
-	// Models are globs this tenant may use. Default ["*"].
+	// Models are globs (see MatchModel) this tenant may use. Default ["*"].
 	Models []string `yaml:"models"`
+	// Limits are this tenant's rate and concurrency limits. Default none.
 	Limits TenantLimits `yaml:"limits"`
 }
 
 // JWT configures bearer-token verification.
+// Exactly one of JWKSURL and JWKSFile is required.
 type JWT struct {
-	JWKSURL     string       `yaml:"jwks_url"`
-	JWKSFile    string       `yaml:"jwks_file"`
-	Issuer      string       `yaml:"issuer"`
-	Audience    string       `yaml:"audience"`
-	TenantClaim string       `yaml:"tenant_claim"` // default sub
-	Models      []string     `yaml:"models"`       // default ["*"]
-	Limits      TenantLimits `yaml:"limits"`
+	// JWKSURL is fetched (http or https) for the signing keys.
+	JWKSURL string `yaml:"jwks_url"`
+	// JWKSFile holds the signing keys as a JWKS document.
+	JWKSFile string `yaml:"jwks_file"`
+	// Issuer, when set, must equal the token's iss claim. Default "" (any).
+	Issuer string `yaml:"issuer"`
+	// Audience, when set, must be in the token's aud claim. Default "" (any).
+	Audience string `yaml:"audience"`
+	// TenantClaim names the claim whose value is the tenant. Default sub.
+	TenantClaim string `yaml:"tenant_claim"`
+	// Models are globs (see MatchModel) JWT tenants may use. Default ["*"].
+	Models []string `yaml:"models"`
+	// Limits apply to each JWT tenant separately. Default none.
+	Limits TenantLimits `yaml:"limits"`
 }
 
 // TenantLimits are per-tenant limits; 0 means unlimited.
 type TenantLimits struct {
-	RPM         int `yaml:"rpm"`
-	TPM         int `yaml:"tpm"`
+	// RPM is requests per minute. Default 0.
+	RPM int `yaml:"rpm"`
+	// TPM is prompt plus completion tokens per minute. Default 0.
+	TPM int `yaml:"tpm"`
+	// Concurrency is requests in flight at once. Default 0.
 	Concurrency int `yaml:"concurrency"`
 }
 
@@ -310,7 +381,9 @@ type Cache struct {
 
 // Jobs configures async jobs.
 type Jobs struct {
-	// Store is embedded (default), nats://host:port, or redis.
+	// Store is "embedded" (default; durable, in DataDir), "redis" (uses
+	// Redis.URL), or a NATS URL such as nats://host:4222 (several may be
+	// joined with commas).
 	Store string `yaml:"store"`
 	// Concurrency is jobs dispatched at once per gateway. Default 64.
 	Concurrency int `yaml:"concurrency"`
@@ -318,7 +391,8 @@ type Jobs struct {
 	MaxAttempts int `yaml:"max_attempts"`
 	// Retention keeps finished jobs this long. Default 24h.
 	Retention Duration `yaml:"retention"`
-	// WebhookSecret signs callbacks. Default "" (callbacks unsigned... refused).
+	// WebhookSecret is the key that signs job callbacks (Standard Webhooks);
+	// write it as ${VAR}. Default "" (no key).
 	WebhookSecret string `yaml:"webhook_secret"`
 }
 

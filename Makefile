@@ -1,0 +1,33 @@
+# sluice — build, test and benchmark.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version=$(VERSION) -X github.com/sluice-ai/sluice/internal/buildinfo.Commit=$(COMMIT)
+
+.PHONY: build test bench bench-compare fuzz fmt
+
+## build: the sluice binary in bin/
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
+
+## test: vet and the whole test suite with the race detector (installs what tests need)
+test:
+	./scripts/test-deps.sh
+	$(GO) vet ./...
+	$(GO) test -race -timeout 20m ./...
+
+## bench: Go micro-benchmarks of the hot paths
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/... | tee bench.txt
+
+## fuzz: run each fuzz target for a while (FUZZTIME=30s)
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./internal/...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')

@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluice-ai/sluice/internal/openai"
+)
+
+// adminHandler serves the admin API: health, readiness, metrics, pools and
+// reload.
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !s.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	mux.HandleFunc("GET /api/pools", s.handlePools)
+	mux.HandleFunc("POST /api/reload", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.Reload(); err != nil {
+			e := openai.BadRequest("config reload rejected; the previous config stays in force: " + err.Error())
+			e.Code = "invalid_config"
+			e.Write(w)
+			return
+		}
+		writeJSON(w, map[string]string{"status": "reloaded"})
+	})
+	mux.HandleFunc("GET /{$}", s.handleUI)
+	return mux
+}
+
+// PoolStatus is one pool in GET /api/pools.
+type PoolStatus struct {
+	Name       string          `json:"name"`
+	Models     []string        `json:"models"`
+	Balancer   string          `json:"balancer"`
+	InFlight   int64           `json:"in_flight"`
+	QueueDepth int             `json:"queue_depth"`
+	Replicas   ReplicaCounts   `json:"replicas"`
+	Backends   []BackendStatus `json:"backends"`
+}
+
+// ReplicaCounts are a pool's desired and ready replica counts.
+type ReplicaCounts struct {
+	Desired int `json:"desired"`
+	Ready   int `json:"ready"`
+}
+
+// BackendStatus is one backend in GET /api/pools.
+type BackendStatus struct {
+	URL       string  `json:"url"`
+	State     string  `json:"state"`
+	InFlight  int64   `json:"in_flight"`
+	EWMAMs    float64 `json:"ewma_ms"`
+	Weight    int     `json:"weight"`
+	Breaker   string  `json:"breaker"`
+	LastError string  `json:"last_error,omitempty"`
+}
+
+// PoolStatuses reports every pool and backend, in config order.
+func (s *Server) PoolStatuses() []PoolStatus {
+	t := s.table.Load()
+	out := make([]PoolStatus, 0, len(t.order))
+	for i, p := range t.order {
+		pc := &t.cfg.Pools[i]
+		ps := PoolStatus{Name: p.Name(), Models: pc.Models, Balancer: p.BalancerName(), InFlight: p.Active.Load(), Backends: []BackendStatus{}}
+		for _, b := range p.Backends() {
+			ps.Backends = append(ps.Backends, BackendStatus{
+				URL: b.Key(), State: b.State().String(), InFlight: b.InFlight(),
+				EWMAMs: b.Cost() / 1e6, Weight: b.Weight(), Breaker: "closed", LastError: b.LastCheckError(),
+			})
+		}
+		ps.Replicas = ReplicaCounts{Desired: len(ps.Backends), Ready: p.Ready()}
+		out = append(out, ps)
+	}
+	return out
+}
+
+func (s *Server) handlePools(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, map[string]any{"pools": s.PoolStatuses()})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// poolCollector exports per-backend gauges at scrape time, so the request
+// path updates no gauges and series follow reloads.
+type poolCollector struct{ s *Server }
+
+var (
+	descInFlight = prometheus.NewDesc("sluice_backend_in_flight", "Requests in flight to a backend.", []string{"pool", "backend"}, nil)
+	descUp       = prometheus.NewDesc("sluice_backend_up", "1 when a backend takes traffic, else 0.", []string{"pool", "backend"}, nil)
+	descQueue    = prometheus.NewDesc("sluice_queue_depth", "Requests waiting in a pool's queue.", []string{"pool"}, nil)
+	descReplicas = prometheus.NewDesc("sluice_replicas", "A pool's backends by state.", []string{"pool", "state"}, nil)
+)
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descInFlight
+	ch <- descUp
+	ch <- descQueue
+	ch <- descReplicas
+}
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	t := c.s.table.Load()
+	for _, p := range t.order {
+		states := map[string]int{"healthy": 0, "unhealthy": 0, "ejected": 0, "draining": 0, "starting": 0}
+		for _, b := range p.Backends() {
+			ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(b.InFlight()), p.Name(), b.Key())
+			up := 0.0
+			if b.State().String() == "healthy" {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, p.Name(), b.Key())
+			states[b.State().String()]++
+		}
+		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, 0, p.Name())
+		for st, n := range states {
+			ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(n), p.Name(), st)
+		}
+	}
+}

@@ -1,0 +1,83 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluice-ai/sluice/internal/config"
+)
+
+// BenchmarkProxyOverhead measures what sluice adds to a small inference
+// request: the same client and backend, once direct and once through the
+// gateway, in one run. The difference of the two (ns/op, allocs/op) is the
+// gateway's cost; both include the loopback round trips of the client.
+func BenchmarkProxyOverhead(b *testing.B) {
+	resp := []byte(`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hello"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(resp)
+	}))
+	defer backend.Close()
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+	body := `{"model":"m1","messages":[{"role":"user","content":"say hello"}],"max_tokens":1}`
+	run := func(b *testing.B, url string) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			r, err := client.Post(url, "application/json", strings.NewReader(body))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+			if r.StatusCode != 200 {
+				b.Fatalf("status %d", r.StatusCode)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, backend.URL+"/v1/chat/completions") })
+
+	for _, logOn := range []bool{false, true} {
+		name := "sluice"
+		if logOn {
+			name = "sluice_access_log"
+		}
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			path := filepath.Join(dir, "s.yaml")
+			cfg := "listen: 127.0.0.1:0\nadmin: {listen: \"\"}\npools:\n  - name: chat\n    models: [m1]\n    health_check: {path: \"\"}\n    backends: [{url: " + backend.URL + "}]\n"
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			c, err := config.Load(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var logger *slog.Logger
+			if logOn {
+				logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			}
+			srv, err := New(c, Options{Logger: logger})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Run(ctx) }()
+			<-srv.Listening()
+			run(b, "http://"+srv.Addr()+"/v1/chat/completions")
+			b.StopTimer()
+			cancel()
+			<-done
+		})
+	}
+}

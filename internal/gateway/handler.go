@@ -1,0 +1,251 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluice-ai/sluice/internal/config"
+	"github.com/sluice-ai/sluice/internal/openai"
+	"github.com/sluice-ai/sluice/internal/proxy"
+	"github.com/sluice-ai/sluice/internal/upstream"
+)
+
+// maxRequestIDLen bounds a client-supplied X-Request-ID; longer or unsafe
+// ones are replaced so logs stay clean.
+const maxRequestIDLen = 128
+
+// ServeHTTP is the data plane: route the request to a pool, forward it, log
+// it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	reqID := requestID(r.Header.Get("X-Request-Id"))
+	w.Header().Set("X-Request-Id", reqID)
+	t := s.table.Load()
+
+	var (
+		pool *upstream.Pool
+		res  proxy.Result
+	)
+	defer func() {
+		s.logRequest(r, pool, reqID, start, &res)
+		if res.Abort {
+			panic(http.ErrAbortHandler)
+		}
+	}()
+
+	pr, apiErr := s.route(w, r, t)
+	if apiErr != nil {
+		apiErr.Write(w)
+		res.Status = apiErr.Status
+		s.unrouted.Inc(apiErr.Status)
+		return
+	}
+	if pr == nil { // answered locally (GET /v1/models)
+		res.Status = http.StatusOK
+		return
+	}
+	pool = pr.Pool
+	pr.RequestID = reqID
+	res = s.proxy.Serve(w, r, pr)
+	pool.Metrics.Requests.Inc(res.Status)
+	pool.Metrics.Duration.Observe(time.Since(start).Seconds())
+}
+
+// route decides which pool serves r. It returns (nil, nil) when it answered
+// the request itself.
+func (s *Server) route(w http.ResponseWriter, r *http.Request, t *table) (*proxy.Request, *openai.Error) {
+	if p := t.routeFor(r); p != nil {
+		pr := &proxy.Request{Pool: p}
+		if h, ok := t.hash[p.Name()]; ok && h.Kind == "json" {
+			body, err := s.readBody(w, r, t.cfg)
+			if err != nil {
+				return nil, err
+			}
+			pr.Body = body
+		}
+		pr.HashKey = hashKey(t, p, r, pr.Body)
+		return pr, nil
+	}
+	switch {
+	case r.URL.Path == "/v1/models" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		s.listModels(w, t)
+		return nil, nil
+	case strings.HasPrefix(r.URL.Path, "/v1/"):
+		if r.Method != http.MethodPost {
+			return nil, openai.NotFound("unknown_route", "no route for "+r.Method+" "+r.URL.Path+"; OpenAI-compatible requests are POSTs with a JSON body naming a model")
+		}
+		body, apiErr := s.readBody(w, r, t.cfg)
+		if apiErr != nil {
+			return nil, apiErr
+		}
+		var peek struct {
+			Model string `json:"model"`
+		}
+		if err := json.Unmarshal(body, &peek); err != nil {
+			return nil, openai.BadRequest("request body is not valid JSON: " + err.Error())
+		}
+		if peek.Model == "" {
+			return nil, openai.BadRequest("request body has no \"model\" field")
+		}
+		p := t.poolForModel(peek.Model)
+		if p == nil {
+			return nil, openai.NotFound("model_not_found", "model \""+peek.Model+"\" is not served here; GET /v1/models lists the models")
+		}
+		return &proxy.Request{Pool: p, Body: body, HashKey: hashKey(t, p, r, body)}, nil
+	}
+	if name, ok := v2Model(r.URL.Path); ok {
+		p := t.poolForModel(name)
+		if p == nil {
+			return nil, openai.NotFound("model_not_found", "model \""+name+"\" is not served here")
+		}
+		pr := &proxy.Request{Pool: p}
+		pr.HashKey = hashKey(t, p, r, nil)
+		return pr, nil
+	}
+	return nil, openai.NotFound("unknown_route", "no route for "+r.Method+" "+r.URL.Path)
+}
+
+// readBody reads the whole request body, bounded by limits.max_request_body.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, cfg *config.Config) ([]byte, *openai.Error) {
+	limit := int64(cfg.Limits.MaxRequestBody)
+	if r.ContentLength > limit {
+		return nil, tooLarge(limit)
+	}
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	var (
+		body []byte
+		err  error
+	)
+	if r.ContentLength > 0 {
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(rd, body)
+	} else {
+		body, err = io.ReadAll(rd)
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge(limit)
+		}
+		return nil, openai.BadRequest("reading request body: " + err.Error())
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) *openai.Error {
+	return openai.TooLarge("request body is larger than limits.max_request_body (" + strconv.FormatInt(limit, 10) + " bytes)")
+}
+
+// hashKey extracts the consistent_hash key of r for pool p ("" when p does
+// not hash or the request lacks the key).
+func hashKey(t *table, p *upstream.Pool, r *http.Request, body []byte) string {
+	h, ok := t.hash[p.Name()]
+	if !ok {
+		return ""
+	}
+	switch h.Kind {
+	case "header":
+		return r.Header.Get(h.Name)
+	case "cookie":
+		if c, err := r.Cookie(h.Name); err == nil {
+			return c.Value
+		}
+	case "client_ip":
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr
+		}
+		return host
+	case "json":
+		var m map[string]json.RawMessage
+		if json.Unmarshal(body, &m) == nil {
+			if v, ok := m[h.Name]; ok {
+				var str string
+				if json.Unmarshal(v, &str) == nil {
+					return str
+				}
+				return string(v)
+			}
+		}
+	}
+	return ""
+}
+
+// listModels answers GET /v1/models from config, in OpenAI's list format.
+func (s *Server) listModels(w http.ResponseWriter, t *table) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	out := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: make([]model, 0, len(t.models))}
+	for _, m := range t.models {
+		out.Data = append(out.Data, model{ID: m, Object: "model", Created: s.started.Unix(), OwnedBy: "sluice"})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// requestID returns the client's X-Request-ID when it is reasonable, else a
+// new random one.
+func requestID(in string) string {
+	if in != "" && len(in) <= maxRequestIDLen && printableASCII(in) {
+		return in
+	}
+	var b [16]byte
+	const hex = "0123456789abcdef"
+	x, y := rand.Uint64(), rand.Uint64()
+	for i := range 8 {
+		b[i] = hex[x>>(i*4)&0xf]
+		b[8+i] = hex[y>>(i*4)&0xf]
+	}
+	return string(b[:])
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// logRequest writes the access-log line and counts requests no pool took.
+func (s *Server) logRequest(r *http.Request, pool *upstream.Pool, reqID string, start time.Time, res *proxy.Result) {
+	if !s.logger.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	poolName := ""
+	if pool != nil {
+		poolName = pool.Name()
+	}
+	attrs := [...]slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("pool", poolName),
+		slog.String("backend", res.Backend),
+		slog.Int("status", res.Status),
+		slog.Duration("duration", time.Since(start)),
+		slog.Int64("bytes", res.Bytes),
+		slog.String("request_id", reqID),
+		slog.Int("attempts", res.Attempts),
+	}
+	if res.Err != nil {
+		s.logger.LogAttrs(r.Context(), slog.LevelInfo, "request", append(attrs[:], slog.String("err", res.Err.Error()))...)
+		return
+	}
+	s.logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs[:]...)
+}

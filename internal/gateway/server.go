@@ -1,0 +1,297 @@
+// Package gateway is sluice's server: it builds pools from the config, routes
+// data-plane requests to them, serves the admin API, reloads the config
+// without dropping traffic, and drains on shutdown.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluice-ai/sluice/internal/config"
+	"github.com/sluice-ai/sluice/internal/metrics"
+	"github.com/sluice-ai/sluice/internal/proxy"
+	"github.com/sluice-ai/sluice/internal/upstream"
+)
+
+// Options are the parts of a Server that do not come from the config file.
+type Options struct {
+	// Logger receives logs and the access log. Nil discards.
+	Logger *slog.Logger
+	// Clock drives health checks and other timed logic. Nil is the real clock.
+	Clock clockwork.Clock
+	// Version is reported by the admin API.
+	Version string
+	// Load reads the config on reload. Nil uses config.Load on the path the
+	// config was loaded from.
+	Load func() (*config.Config, error)
+}
+
+// Server is a running sluice gateway.
+type Server struct {
+	logger  *slog.Logger
+	opts    Options
+	reg     *prometheus.Registry
+	metrics *metrics.Gateway
+	proxy   *proxy.Proxy
+	started time.Time
+
+	unrouted *metrics.CodeCounters // requests_total{pool=""}
+
+	table atomic.Pointer[table]
+
+	mu                  sync.Mutex // serializes reloads; guards pools
+	pools               map[string]*upstream.Pool
+	runCtx              context.Context
+	ready               atomic.Bool
+	dataAddr, adminAddr atomic.Pointer[string]
+	listening           chan struct{}
+}
+
+// New builds a server for cfg. Nothing listens until Run.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	if opts.Load == nil {
+		path := cfg.Path
+		opts.Load = func() (*config.Config, error) { return config.Load(path) }
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s := &Server{
+		logger:    opts.Logger,
+		opts:      opts,
+		reg:       reg,
+		metrics:   metrics.NewGateway(reg),
+		proxy:     proxy.New(opts.Logger),
+		started:   time.Now(),
+		pools:     make(map[string]*upstream.Pool),
+		listening: make(chan struct{}),
+	}
+	s.unrouted = metrics.NewCodeCounters(s.metrics.Requests, "")
+	reg.MustRegister(poolCollector{s})
+	if err := s.apply(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Registry is the server's metric registry (for capabilities to register on).
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Pool returns the pool named name in the current config, or nil.
+func (s *Server) Pool(name string) *upstream.Pool { return s.table.Load().pools[name] }
+
+// Config is the config in force.
+func (s *Server) Config() *config.Config { return s.table.Load().cfg }
+
+// apply builds pools for cfg, reusing pools (and so backends' health and load
+// state, and connection pools) whose names stay, then swaps the routing
+// table. Pools that left the config are closed after the swap; requests in
+// flight on them finish.
+func (s *Server) apply(cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := make(map[string]*upstream.Pool, len(cfg.Pools))
+	var created []*upstream.Pool
+	for i := range cfg.Pools {
+		pc := &cfg.Pools[i]
+		if p, ok := s.pools[pc.Name]; ok {
+			if err := p.Reconfigure(pc); err != nil {
+				return err
+			}
+			next[pc.Name] = p
+			continue
+		}
+		p, err := upstream.NewPool(pc, upstream.Options{Logger: s.logger, Clock: s.opts.Clock, Metrics: s.metrics})
+		if err != nil {
+			for _, c := range created {
+				c.Close()
+			}
+			return err
+		}
+		next[pc.Name] = p
+		created = append(created, p)
+	}
+	t, err := buildTable(cfg, next)
+	if err != nil {
+		for _, c := range created {
+			c.Close()
+		}
+		return err
+	}
+	s.table.Store(t)
+	for name, p := range s.pools {
+		if _, ok := next[name]; !ok {
+			p.Close()
+		}
+	}
+	s.pools = next
+	if s.runCtx != nil {
+		for _, p := range created {
+			p.Start(s.runCtx)
+		}
+	}
+	return nil
+}
+
+// Reload reads the config again and applies it. An invalid config leaves the
+// running one in place; the error is returned, logged and counted.
+func (s *Server) Reload() error {
+	cfg, err := s.opts.Load()
+	if err == nil {
+		err = s.apply(cfg)
+	}
+	if err != nil {
+		s.metrics.Reloads.WithLabelValues("failure").Inc()
+		s.logger.Error("config reload rejected; the previous config stays in force", "err", err)
+		return err
+	}
+	s.metrics.Reloads.WithLabelValues("success").Inc()
+	s.logger.Info("config reloaded", "pools", len(cfg.Pools))
+	return nil
+}
+
+// Addr is the data-plane listener's address once Run is listening.
+func (s *Server) Addr() string { return deref(s.dataAddr.Load()) }
+
+// AdminAddr is the admin listener's address once Run is listening ("" when
+// the admin server is disabled).
+func (s *Server) AdminAddr() string { return deref(s.adminAddr.Load()) }
+
+// Listening is closed once Run's listeners are up.
+func (s *Server) Listening() <-chan struct{} { return s.listening }
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// Run listens and serves until ctx is done, then drains: listeners close,
+// requests and streams in flight get limits.drain_timeout to finish, and Run
+// returns nil. A listener that cannot start is an error.
+func (s *Server) Run(ctx context.Context) error {
+	cfg := s.Config()
+	runCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+
+	dataLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	var adminLn net.Listener
+	if cfg.Admin.Listen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			dataLn.Close()
+			return fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err)
+		}
+		a := adminLn.Addr().String()
+		s.adminAddr.Store(&a)
+	}
+	d := dataLn.Addr().String()
+	s.dataAddr.Store(&d)
+
+	data := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout.D(),
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
+		Protocols:         new(http.Protocols),
+	}
+	data.Protocols.SetHTTP1(true)
+	var certs *certReloader
+	if cfg.TLS != nil {
+		certs, err = newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			dataLn.Close()
+			if adminLn != nil {
+				adminLn.Close()
+			}
+			return err
+		}
+		data.Protocols.SetHTTP2(true)
+		data.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
+	} else {
+		data.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, as gRPC clients speak it
+	}
+
+	s.mu.Lock()
+	s.runCtx = runCtx
+	for _, p := range s.pools {
+		p.Start(runCtx)
+	}
+	s.mu.Unlock()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		if certs != nil {
+			err = data.ServeTLS(dataLn, "", "")
+		} else {
+			err = data.Serve(dataLn)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("serve %s: %w", cfg.Listen, err)
+	})
+	var admin *http.Server
+	if adminLn != nil {
+		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin serve %s: %w", cfg.Admin.Listen, err)
+			}
+			return nil
+		})
+	}
+	if cfg.Path != "" {
+		g.Go(func() error { s.watchConfig(runCtx, cfg.Path); return nil })
+	}
+	s.ready.Store(true)
+	close(s.listening)
+	s.logger.Info("sluice listening", "addr", d, "admin", s.AdminAddr(), "tls", cfg.TLS != nil, "pools", len(cfg.Pools))
+
+	g.Go(func() error {
+		<-gctx.Done()
+		s.ready.Store(false)
+		drain := s.Config().Limits.DrainTimeout.D()
+		s.logger.Info("draining", "timeout", drain)
+		dctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		if err := data.Shutdown(dctx); err != nil {
+			s.logger.Warn("drain timeout passed; closing remaining connections", "err", err)
+			data.Close()
+		}
+		if admin != nil {
+			_ = admin.Shutdown(dctx)
+		}
+		stopBackground()
+		return nil
+	})
+	err = g.Wait()
+	s.mu.Lock()
+	for _, p := range s.pools {
+		p.Close()
+	}
+	s.mu.Unlock()
+	return err
+}

@@ -1,0 +1,107 @@
+// Package metrics defines the gateway's Prometheus metric families (names
+// and labels are part of sluice's user contract) and cheap per-label handles
+// for the request path.
+package metrics
+
+import (
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// LatencyBuckets suit inference traffic: from a cached or tiny request (a few
+// ms) to long generations (minutes).
+var LatencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// TTFBBuckets resolve time to first byte, which is short even for long
+// streams.
+var TTFBBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// Gateway holds the data plane's metric families.
+type Gateway struct {
+	Requests        *prometheus.CounterVec   // sluice_requests_total{pool,code}
+	Duration        *prometheus.HistogramVec // sluice_request_duration_seconds{pool}
+	Upstream        *prometheus.CounterVec   // sluice_upstream_requests_total{pool,backend,code}
+	Retries         *prometheus.CounterVec   // sluice_retries_total{pool}
+	TTFB            *prometheus.HistogramVec // sluice_time_to_first_byte_seconds{pool}
+	Reloads         *prometheus.CounterVec   // sluice_config_reloads_total{result}
+	Tokens          *prometheus.CounterVec   // sluice_tokens_total{pool,tenant,kind}
+	StreamErrors    *prometheus.CounterVec   // sluice_stream_errors_total{pool,reason}
+	QueueWait       *prometheus.HistogramVec // sluice_queue_wait_seconds{pool}
+	QueueRejections *prometheus.CounterVec   // sluice_queue_rejections_total{pool,reason}
+}
+
+// NewGateway creates the families and registers them on reg.
+func NewGateway(reg prometheus.Registerer) *Gateway {
+	g := &Gateway{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_requests_total", Help: "Requests answered by the data plane, by pool and HTTP status (pool is \"\" when none matched).",
+		}, []string{"pool", "code"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_request_duration_seconds", Help: "Time from request received to response complete, streams included.", Buckets: LatencyBuckets,
+		}, []string{"pool"}),
+		Upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_upstream_requests_total", Help: "Attempts sent to backends, by outcome (HTTP status, or error: connect, timeout, canceled).",
+		}, []string{"pool", "backend", "code"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_retries_total", Help: "Retried upstream attempts.",
+		}, []string{"pool"}),
+		TTFB: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_time_to_first_byte_seconds", Help: "Time from request received to upstream response headers.", Buckets: TTFBBuckets,
+		}, []string{"pool"}),
+		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_config_reloads_total", Help: "Config reloads, by result (success or failure).",
+		}, []string{"result"}),
+		Tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_tokens_total", Help: "Tokens reported in responses' usage, by pool, tenant and kind (prompt, completion).",
+		}, []string{"pool", "tenant", "kind"}),
+		StreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_stream_errors_total", Help: "Responses that failed after the status was sent, by reason (upstream_error, idle_timeout, client_gone).",
+		}, []string{"pool", "reason"}),
+		QueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_queue_wait_seconds", Help: "Time requests waited in a pool queue for a backend.", Buckets: LatencyBuckets,
+		}, []string{"pool"}),
+		QueueRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_queue_rejections_total", Help: "Requests refused with 503, by reason (queue_full, queue_timeout, no_backend).",
+		}, []string{"pool", "reason"}),
+	}
+	g.Reloads.WithLabelValues("success")
+	g.Reloads.WithLabelValues("failure")
+	reg.MustRegister(g.Requests, g.Duration, g.Upstream, g.Retries, g.TTFB, g.Reloads, g.Tokens, g.StreamErrors, g.QueueWait, g.QueueRejections)
+	return g
+}
+
+// CodeCounters caches one counter per HTTP status for a fixed set of other
+// label values, so the request path does no label hashing.
+type CodeCounters struct {
+	vec    *prometheus.CounterVec
+	labels []string
+	byCode [600]atomic.Pointer[prometheus.Counter]
+}
+
+// NewCodeCounters returns handles into vec for labels (all but the last,
+// which is the code).
+func NewCodeCounters(vec *prometheus.CounterVec, labels ...string) *CodeCounters {
+	return &CodeCounters{vec: vec, labels: labels}
+}
+
+// Inc counts one for code. Codes outside 0-599 are counted as "other".
+func (c *CodeCounters) Inc(code int) {
+	if code < 0 || code >= len(c.byCode) {
+		c.vec.WithLabelValues(append(c.labels[:len(c.labels):len(c.labels)], "other")...).Inc()
+		return
+	}
+	if p := c.byCode[code].Load(); p != nil {
+		(*p).Inc()
+		return
+	}
+	ctr := c.vec.WithLabelValues(append(c.labels[:len(c.labels):len(c.labels)], strconv.Itoa(code))...)
+	c.byCode[code].Store(&ctr)
+	ctr.Inc()
+}
+
+// IncLabel counts one for a non-numeric outcome such as "connect".
+func (c *CodeCounters) IncLabel(outcome string) {
+	c.vec.WithLabelValues(append(c.labels[:len(c.labels):len(c.labels)], outcome)...).Inc()
+}

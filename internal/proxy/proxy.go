@@ -1,0 +1,336 @@
+// Package proxy forwards a request to a backend of a pool and streams the
+// answer back: the attempt loop with retries and their budget, per-attempt
+// timeouts, header rewriting, and event-by-event streaming with pooled
+// buffers.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sluice-ai/sluice/internal/openai"
+	"github.com/sluice-ai/sluice/internal/upstream"
+)
+
+// Errors that end an attempt, as causes of its context.
+var (
+	errFirstByteTimeout  = errors.New("upstream did not answer within timeouts.first_byte")
+	errStreamIdleTimeout = errors.New("upstream stream stalled longer than timeouts.stream_idle")
+)
+
+// Proxy forwards requests. The zero value is not usable; use New.
+type Proxy struct {
+	logger  *slog.Logger
+	bufPool sync.Pool
+}
+
+// New returns a Proxy that logs upstream trouble to logger (nil discards).
+func New(logger *slog.Logger) *Proxy {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{logger: logger, bufPool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+// Request is what the gateway decided about a request before forwarding it.
+type Request struct {
+	// Pool serves the request.
+	Pool *upstream.Pool
+	// HashKey is the consistent_hash key ("" when not hashing).
+	HashKey string
+	// Body is the request body when the gateway already read it (it can then
+	// be replayed on retries); nil means stream r.Body, which allows retries
+	// only for requests without a body.
+	Body []byte
+	// RequestID is sent upstream as X-Request-ID.
+	RequestID string
+	// Observe, when set, sees the response bytes as they are written to the
+	// client (for token accounting). It must be cheap and never block.
+	Observe func(header http.Header, p []byte)
+}
+
+// Result describes how a forwarded request ended, for logs and metrics.
+type Result struct {
+	Status   int           // status sent to the client (499: client went away first)
+	Backend  string        // last backend tried ("" if none)
+	Attempts int           // attempts made
+	Bytes    int64         // response body bytes written
+	TTFB     time.Duration // time to upstream response headers (0 if none)
+	Err      error         // why the request failed, or nil
+	// Abort means the body broke after the status was sent and the response
+	// cannot say so in-band: the caller must abort it (panic with
+	// http.ErrAbortHandler) once it has logged the request.
+	Abort bool
+}
+
+// StatusClientClosed is logged for requests whose client left before the
+// answer was complete (as NGINX does).
+const StatusClientClosed = 499
+
+// Serve forwards r per pr and writes the response to w.
+func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Result {
+	pool := pr.Pool
+	cfg := pool.Config()
+	start := time.Now()
+	pool.Active.Add(1)
+	defer pool.Active.Add(-1)
+
+	replayable := pr.Body != nil || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+	maxAttempts := 1
+	if replayable {
+		maxAttempts += cfg.Retry.Attempts
+	}
+	var (
+		res     Result
+		last    *upstream.Backend
+		retried bool
+	)
+	defer func() {
+		if retried {
+			pool.Retrying.Add(-1)
+		}
+	}()
+	for attempt := 1; ; attempt++ {
+		b, err := pool.Pick(pr.HashKey, last)
+		if err != nil {
+			pool.Metrics.QueueRejections.WithLabelValues("no_backend").Inc()
+			res.Err = err
+			if last != nil && res.Status != 0 {
+				return res // the previous attempt's answer was already written
+			}
+			e := openai.Unavailable("no_healthy_backend", "pool "+pool.Name()+" has no healthy backend; retry later", time.Second)
+			e.Write(w)
+			res.Status = e.Status
+			return res
+		}
+		res.Backend, res.Attempts = b.Key(), attempt
+		if p.attempt(w, r, pr, b, start, attempt < maxAttempts, &res) {
+			return res
+		}
+		last = b
+		// Retry within the budget: retries in flight may not exceed budget ×
+		// requests in flight (with a floor of 3) so a failing pool is not
+		// hammered with retry storms.
+		if !retried {
+			limit := max(int64(cfg.Retry.Budget*float64(pool.Active.Load())), 3)
+			if pool.Retrying.Load() >= limit {
+				p.fail(w, &res)
+				return res
+			}
+			pool.Retrying.Add(1)
+			retried = true
+		}
+		pool.Metrics.Retries.Inc()
+		if d := backoff(cfg.Retry.Backoff.D(), attempt); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-r.Context().Done():
+				t.Stop()
+				res.Status, res.Err = StatusClientClosed, r.Context().Err()
+				return res
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// backoff is the delay before retry n (1-based): base × 2^(n-1), with full
+// jitter in [0.5, 1.5) so retries of many requests spread out.
+func backoff(base time.Duration, n int) time.Duration {
+	if base <= 0 {
+		return 0
+	}
+	d := base << min(n-1, 10)
+	return time.Duration(float64(d) * (0.5 + rand.Float64()))
+}
+
+// fail writes the error of the last attempt (kept in res) to the client.
+func (p *Proxy) fail(w http.ResponseWriter, res *Result) {
+	e := errorFor(res.Err)
+	e.Write(w)
+	res.Status = e.Status
+}
+
+func errorFor(err error) *openai.Error {
+	switch {
+	case errors.Is(err, errFirstByteTimeout):
+		return openai.GatewayTimeout(err.Error())
+	case err == nil:
+		return openai.BadGateway("upstream failed")
+	default:
+		return openai.BadGateway("upstream failed: " + err.Error())
+	}
+}
+
+// attempt sends one try to b. done reports that the request is finished
+// (answered or failed for good); otherwise the caller may retry, and res.Err
+// holds why this attempt failed.
+func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, start time.Time, canRetry bool, res *Result) (done bool) {
+	pool := pr.Pool
+	cfg := pool.Config()
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+
+	out := p.outRequest(ctx, r, pr, b)
+	b.Acquire()
+	sent := time.Now()
+	fbTimer := time.AfterFunc(cfg.Timeouts.FirstByte.D(), func() { cancel(errFirstByteTimeout) })
+	resp, err := pool.Transport(b).RoundTrip(out)
+	fbTimer.Stop()
+	if err != nil {
+		b.Release(0)
+		if r.Context().Err() != nil {
+			b.Upstream.IncLabel("canceled")
+			res.Status, res.Err = StatusClientClosed, r.Context().Err()
+			return true
+		}
+		if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+			err = cause
+		}
+		res.Err = err
+		kind := "error"
+		switch {
+		case errors.Is(err, errFirstByteTimeout):
+			kind = "timeout"
+		case isConnectFailure(err):
+			kind = "connect"
+		}
+		b.Upstream.IncLabel(kind)
+		if canRetry && retryOn(cfg.Retry.On, kind, 0) {
+			return false
+		}
+		p.fail(w, res)
+		return true
+	}
+	rtt := time.Since(sent)
+	b.Upstream.Inc(resp.StatusCode)
+	if canRetry && retryOn(cfg.Retry.On, "", resp.StatusCode) {
+		b.Release(rtt)
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		res.Err = errors.New("upstream answered " + strconv.Itoa(resp.StatusCode))
+		return false
+	}
+	defer b.Release(rtt)
+	res.TTFB = time.Since(start)
+	pool.Metrics.TTFB.Observe(res.TTFB.Seconds())
+	p.respond(ctx, cancel, w, r, pr, resp, res)
+	return true
+}
+
+// retryOn reports whether an attempt that ended with kind (connect, timeout)
+// or HTTP status is retried under the pool's retry.on list.
+func retryOn(on []string, kind string, status int) bool {
+	for _, c := range on {
+		switch {
+		case kind == "connect" && c == "connect_failure":
+			return true
+		case kind == "timeout" && c == "timeout":
+			return true
+		case status != 0 && len(c) == 3 && c == strconv.Itoa(status):
+			return true
+		}
+	}
+	return false
+}
+
+// isConnectFailure reports errors that happened before the request could
+// have reached the backend, so retrying elsewhere is safe.
+func isConnectFailure(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// outRequest builds the upstream request for an attempt to b.
+func (p *Proxy) outRequest(ctx context.Context, r *http.Request, pr *Request, b *upstream.Backend) *http.Request {
+	t := b.Target()
+	u := &url.URL{Scheme: t.Scheme, Host: t.Host, Path: t.Path + r.URL.Path, RawQuery: r.URL.RawQuery}
+	if r.URL.RawPath != "" {
+		u.RawPath = t.Path + r.URL.RawPath
+	}
+	h := make(http.Header, len(r.Header)+4)
+	copyHeader(h, r.Header)
+	if wantsTrailers(r.Header) {
+		h["Te"] = []string{"trailers"}
+	}
+	ip := clientIP(r)
+	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
+		ip = joinComma(prior) + ", " + ip
+	}
+	h["X-Forwarded-For"] = []string{ip}
+	if r.TLS != nil {
+		h["X-Forwarded-Proto"] = protoHTTPS
+	} else {
+		h["X-Forwarded-Proto"] = protoHTTP
+	}
+	if r.Host != "" {
+		h["X-Forwarded-Host"] = []string{r.Host}
+	}
+	if pr.RequestID != "" {
+		h["X-Request-Id"] = []string{pr.RequestID}
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = emptyUA // keep Go's transport from adding its own
+	}
+	out := &http.Request{
+		Method:     r.Method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Host:       t.Host,
+	}
+	switch {
+	case pr.Body != nil:
+		out.Body = io.NopCloser(bytes.NewReader(pr.Body))
+		out.ContentLength = int64(len(pr.Body))
+		if len(pr.Body) == 0 {
+			out.Body = http.NoBody
+		}
+	case r.Body == nil || r.Body == http.NoBody:
+		out.Body = http.NoBody
+	default:
+		out.Body = r.Body
+		out.ContentLength = r.ContentLength
+	}
+	return out.WithContext(ctx)
+}
+
+var (
+	protoHTTP  = []string{"http"}
+	protoHTTPS = []string{"https"}
+	emptyUA    = []string{""}
+)
+
+func joinComma(vv []string) string {
+	if len(vv) == 1 {
+		return vv[0]
+	}
+	n := 0
+	for _, v := range vv {
+		n += len(v) + 2
+	}
+	b := make([]byte, 0, n)
+	for i, v := range vv {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, v...)
+	}
+	return string(b)
+}

@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// respond copies resp to w. Streamed bodies (SSE, or no Content-Length) are
+// flushed after every read so each event reaches the client as soon as the
+// backend sends it; a stall longer than timeouts.stream_idle ends the
+// response, with an error event for SSE so the client never mistakes a cut
+// stream for a complete one.
+func (p *Proxy) respond(ctx context.Context, cancel context.CancelCauseFunc, w http.ResponseWriter, r *http.Request, pr *Request, resp *http.Response, res *Result) {
+	defer resp.Body.Close()
+	h := w.Header()
+	copyHeader(h, resp.Header)
+	if len(resp.Trailer) > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		h["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
+	sse := isEventStream(resp.Header.Get("Content-Type"))
+	if sse {
+		// A stream is sent chunked: a length would forbid the error event
+		// that ends a failed stream.
+		delete(h, "Content-Length")
+	}
+	flush := sse || resp.ContentLength == -1
+	w.WriteHeader(resp.StatusCode)
+	res.Status = resp.StatusCode
+
+	rc := http.NewResponseController(w)
+	if flush {
+		_ = rc.Flush() // headers go out now; the first event may take a while
+	}
+	idle := pr.Pool.Config().Timeouts.StreamIdle.D()
+	idleTimer := time.AfterFunc(idle, func() { cancel(errStreamIdleTimeout) })
+	defer idleTimer.Stop()
+
+	bufp := p.bufPool.Get().(*[]byte)
+	defer p.bufPool.Put(bufp)
+	buf := *bufp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			idleTimer.Reset(idle)
+			if pr.Observe != nil {
+				pr.Observe(resp.Header, buf[:n])
+			}
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				res.Status, res.Err = StatusClientClosed, werr
+				cancel(werr)
+				return
+			}
+			res.Bytes += int64(n)
+			if flush {
+				if err := rc.Flush(); err != nil {
+					res.Status, res.Err = StatusClientClosed, err
+					return
+				}
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			p.streamFailed(ctx, w, r, pr, sse, rerr, res)
+			return
+		}
+	}
+	for k, vv := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+}
+
+// streamFailed ends a response whose body broke after the status was sent.
+func (p *Proxy) streamFailed(ctx context.Context, w http.ResponseWriter, r *http.Request, pr *Request, sse bool, err error, res *Result) {
+	if r.Context().Err() != nil {
+		res.Status, res.Err = StatusClientClosed, r.Context().Err()
+		pr.Pool.Metrics.StreamErrors.WithLabelValues("client_gone").Inc()
+		return
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	res.Err = err
+	reason := "upstream_error"
+	code := "upstream_stream_error"
+	if errors.Is(err, errStreamIdleTimeout) {
+		reason, code = "idle_timeout", "stream_idle_timeout"
+	}
+	pr.Pool.Metrics.StreamErrors.WithLabelValues(reason).Inc()
+	p.logger.Warn("upstream stream failed", "pool", pr.Pool.Name(), "backend", res.Backend, "request_id", pr.RequestID, "err", err)
+	if !sse {
+		// No way to signal an error inside an arbitrary body: the caller
+		// aborts the connection (HTTP/1.1) or resets the stream (HTTP/2) so
+		// the client sees a broken response instead of a short, "complete" one.
+		res.Abort = true
+		return
+	}
+	msg, _ := json.Marshal(struct {
+		Error struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+			Code    string `json:"code"`
+		} `json:"error"`
+	}{Error: struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+	}{Message: "stream ended early: " + err.Error(), Type: "upstream_error", Code: code}})
+	_, _ = io.WriteString(w, "\n\ndata: ")
+	_, _ = w.Write(msg)
+	_, _ = io.WriteString(w, "\n\n")
+	_ = http.NewResponseController(w).Flush()
+}
+
+func isEventStream(ct string) bool {
+	if ct == "" {
+		return false
+	}
+	if strings.HasPrefix(ct, "text/event-stream") {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "text/event-stream"
+}

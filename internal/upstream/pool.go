@@ -1,0 +1,290 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-ai/sluice/internal/balancer"
+	"github.com/sluice-ai/sluice/internal/config"
+	"github.com/sluice-ai/sluice/internal/metrics"
+)
+
+// ErrNoBackend means no backend of the pool may take a request now.
+var ErrNoBackend = errors.New("no healthy backend")
+
+// Options are the parts of a pool that come from its owner, not its config.
+type Options struct {
+	// Logger receives health transitions. Nil discards.
+	Logger *slog.Logger
+	// Clock drives health checks and latency estimates. Nil is the real clock.
+	Clock clockwork.Clock
+	// HealthClient sends health probes. Nil uses a client on the pool's
+	// transport.
+	HealthClient *http.Client
+	// Metrics receives the pool's metrics. Nil uses a private registry.
+	Metrics *metrics.Gateway
+}
+
+// PoolMetrics are a pool's metric handles, resolved once so the request path
+// does no label hashing.
+type PoolMetrics struct {
+	Requests        *metrics.CodeCounters
+	Duration        prometheus.Observer
+	TTFB            prometheus.Observer
+	Retries         prometheus.Counter
+	QueueWait       prometheus.Observer
+	StreamErrors    *prometheus.CounterVec // curried with pool; label reason
+	QueueRejections *prometheus.CounterVec // curried with pool; label reason
+}
+
+// snapshot is an immutable view of a pool's backends, swapped atomically so
+// the request path never takes a lock.
+type snapshot struct {
+	all   []*Backend
+	ready []balancer.Backend // healthy backends, in config order
+}
+
+// Pool is a set of backends serving the same models, with a balancer, a
+// transport and health checks. Its identity survives reloads: Reconfigure
+// changes it in place, keeping the state of backends that stay.
+type Pool struct {
+	name string
+	opts Options
+
+	cfg  atomic.Pointer[config.Pool]
+	bal  atomic.Pointer[balancerBox]
+	snap atomic.Pointer[snapshot]
+
+	transport    *http.Transport // HTTP/1.1 (and HTTP/2 over TLS) upstreams
+	h2cTransport *http.Transport // h2c:// upstreams
+
+	// Active counts requests in flight through the pool and Retrying the
+	// retries among them; the retry budget compares the two.
+	Active, Retrying atomic.Int64
+
+	// Metrics are the pool's metric handles.
+	Metrics *PoolMetrics
+	gm      *metrics.Gateway
+
+	mu      sync.Mutex // serializes Reconfigure and state refreshes
+	checker *checker
+}
+
+type balancerBox struct {
+	name string
+	b    balancer.Balancer
+}
+
+// NewPool builds a pool from cfg. Call Start to begin health checking and
+// Close when done.
+func NewPool(cfg *config.Pool, opts Options) (*Pool, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.NewGateway(prometheus.NewRegistry())
+	}
+	gm := opts.Metrics
+	p := &Pool{name: cfg.Name, opts: opts, gm: gm, Metrics: &PoolMetrics{
+		Requests:        metrics.NewCodeCounters(gm.Requests, cfg.Name),
+		Duration:        gm.Duration.WithLabelValues(cfg.Name),
+		TTFB:            gm.TTFB.WithLabelValues(cfg.Name),
+		Retries:         gm.Retries.WithLabelValues(cfg.Name),
+		QueueWait:       gm.QueueWait.WithLabelValues(cfg.Name),
+		StreamErrors:    gm.StreamErrors.MustCurryWith(prometheus.Labels{"pool": cfg.Name}),
+		QueueRejections: gm.QueueRejections.MustCurryWith(prometheus.Labels{"pool": cfg.Name}),
+	}}
+	p.transport = newTransport(cfg, false)
+	p.h2cTransport = newTransport(cfg, true)
+	p.snap.Store(&snapshot{})
+	if err := p.Reconfigure(cfg); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// newTransport returns a transport tuned for proxy load: a connection pool
+// large enough that steady traffic reuses connections instead of dialing
+// (Go's default keeps only 2 idle connections per host).
+func newTransport(cfg *config.Pool, h2c bool) *http.Transport {
+	dialer := &net.Dialer{Timeout: cfg.Timeouts.Connect.D(), KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   cfg.Timeouts.Connect.D(),
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass bodies through as they are
+		ForceAttemptHTTP2:     true,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	if h2c {
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return t
+}
+
+// Name is the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// Config is the pool's current config.
+func (p *Pool) Config() *config.Pool { return p.cfg.Load() }
+
+// BalancerName is the name of the pool's balancer.
+func (p *Pool) BalancerName() string { return p.bal.Load().name }
+
+// Transport returns the transport for requests to b.
+func (p *Pool) Transport(b *Backend) http.RoundTripper {
+	if b.h2c {
+		return p.h2cTransport
+	}
+	return p.transport
+}
+
+// Backends returns the pool's backends in config order.
+func (p *Pool) Backends() []*Backend { return p.snap.Load().all }
+
+// Ready reports how many backends may take traffic.
+func (p *Pool) Ready() int { return len(p.snap.Load().ready) }
+
+// Pick chooses a ready backend for a request with hash key key. A non-nil
+// exclude is avoided when another backend is ready (retries go elsewhere).
+func (p *Pool) Pick(key string, exclude *Backend) (*Backend, error) {
+	ready := p.snap.Load().ready
+	if exclude != nil && len(ready) > 1 {
+		if i := slices.Index(ready, balancer.Backend(exclude)); i >= 0 {
+			ready = slices.Delete(slices.Clone(ready), i, i+1)
+		}
+	}
+	if len(ready) == 0 {
+		return nil, ErrNoBackend
+	}
+	return p.bal.Load().b.Pick(ready, key).(*Backend), nil
+}
+
+// Reconfigure applies cfg. Backends whose URL stays keep their load, latency
+// and health state; new ones start healthy until checked; removed ones are
+// dropped from selection (requests in flight to them finish).
+func (p *Pool) Reconfigure(cfg *config.Pool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := make(map[string]*Backend)
+	for _, b := range p.snap.Load().all {
+		old[b.key] = b
+	}
+	all := make([]*Backend, 0, len(cfg.Backends))
+	for _, bc := range cfg.Backends {
+		if b, ok := old[bc.URL]; ok {
+			b.weight.Store(int32(max(bc.Weight, 1)))
+			all = append(all, b)
+			continue
+		}
+		b, err := p.NewBackend(bc.URL, bc.Weight, StateHealthy)
+		if err != nil {
+			return fmt.Errorf("pool %s: %w", cfg.Name, err)
+		}
+		all = append(all, b)
+	}
+	if cur := p.bal.Load(); cur == nil || cur.name != cfg.Balancer {
+		b, err := balancer.New(cfg.Balancer)
+		if err != nil {
+			return fmt.Errorf("pool %s: %w", cfg.Name, err)
+		}
+		p.bal.Store(&balancerBox{name: cfg.Balancer, b: b})
+	}
+	p.cfg.Store(cfg)
+	p.storeLocked(all)
+	return nil
+}
+
+// NewBackend creates a backend of this pool (not yet added to it).
+func (p *Pool) NewBackend(rawURL string, weight int, state State) (*Backend, error) {
+	b, err := newBackend(rawURL, weight, state, p.opts.Clock)
+	if err != nil {
+		return nil, err
+	}
+	b.Upstream = metrics.NewCodeCounters(p.gm.Upstream, p.name, rawURL)
+	return b, nil
+}
+
+// AddBackend adds b (for replicas sluice starts or discovers).
+func (p *Pool) AddBackend(b *Backend) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := slices.Clone(p.snap.Load().all)
+	p.storeLocked(append(all, b))
+}
+
+// RemoveBackend drops the backend with key; requests in flight finish.
+func (p *Pool) RemoveBackend(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := slices.DeleteFunc(slices.Clone(p.snap.Load().all), func(b *Backend) bool { return b.key == key })
+	p.storeLocked(all)
+}
+
+// SetBackendState moves b to s and updates the ready set.
+func (p *Pool) SetBackendState(b *Backend, s State) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b.State() == s {
+		return
+	}
+	b.SetState(s)
+	p.storeLocked(p.snap.Load().all)
+}
+
+func (p *Pool) storeLocked(all []*Backend) {
+	ready := make([]balancer.Backend, 0, len(all))
+	for _, b := range all {
+		if b.State() == StateHealthy {
+			ready = append(ready, b)
+		}
+	}
+	p.snap.Store(&snapshot{all: all, ready: ready})
+}
+
+// Start begins active health checks (when the pool's health_check.path is
+// set). It returns at once; Close stops the checks.
+func (p *Pool) Start(ctx context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.checker != nil {
+		return
+	}
+	p.checker = startChecker(ctx, p)
+}
+
+// Close stops health checks and closes idle upstream connections.
+// Connections carrying requests are not cut.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	c := p.checker
+	p.checker = nil
+	p.mu.Unlock()
+	if c != nil {
+		c.stop()
+	}
+	p.transport.CloseIdleConnections()
+	p.h2cTransport.CloseIdleConnections()
+}
