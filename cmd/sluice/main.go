@@ -16,7 +16,9 @@ func main() {
 	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "sluice:", err)
+		if msg := cli.Message(err); msg != "" {
+			fmt.Fprintln(os.Stderr, "sluice:", msg)
+		}
 		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -28,6 +28,16 @@ func ExitCode(err error) int {
 	return 1
 }
 
+// Message is what main prints for err: "" when the command already told the
+// user everything (as config validate does with its list of problems).
+func Message(err error) string {
+	var se *silentError
+	if errors.As(err, &se) {
+		return ""
+	}
+	return err.Error()
+}
+
 // Run executes the command line args (without the program name).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root := newRootCmd(stdout, stderr)

@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +48,18 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		}
 	}
 	b.Run("direct", func(b *testing.B) { run(b, backend.URL+"/v1/chat/completions") })
+
+	// The floor of any net/http proxy: the standard library's reverse proxy
+	// with a tuned transport and no routing, balancing or accounting.
+	b.Run("stdlib_reverseproxy", func(b *testing.B) {
+		target, _ := url.Parse(backend.URL)
+		rp := httputil.NewSingleHostReverseProxy(target)
+		rp.Transport = &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
+		rp.ErrorLog = log.New(io.Discard, "", 0)
+		front := httptest.NewServer(rp)
+		defer front.Close()
+		run(b, front.URL+"/v1/chat/completions")
+	})
 
 	for _, logOn := range []bool{false, true} {
 		name := "sluice"

@@ -86,11 +86,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, t *table) (*proxy
 		if apiErr != nil {
 			return nil, apiErr
 		}
-		var peek struct {
-			Model string `json:"model"`
-		}
-		if err := json.Unmarshal(body, &peek); err != nil {
-			return nil, openai.BadRequest("request body is not valid JSON: " + err.Error())
+		peek, err := openai.PeekRequest(body)
+		if err != nil {
+			return nil, openai.BadRequest("request body is not a valid JSON request: " + err.Error())
 		}
 		if peek.Model == "" {
 			return nil, openai.BadRequest("request body has no \"model\" field")
@@ -165,18 +163,32 @@ func hashKey(t *table, p *upstream.Pool, r *http.Request, body []byte) string {
 		}
 		return host
 	case "json":
-		var m map[string]json.RawMessage
-		if json.Unmarshal(body, &m) == nil {
-			if v, ok := m[h.Name]; ok {
-				var str string
-				if json.Unmarshal(v, &str) == nil {
-					return str
-				}
-				return string(v)
-			}
-		}
+		return jsonField(body, h.Name)
 	}
 	return ""
+}
+
+// jsonField returns the value at a dot-separated path of object keys in a
+// JSON body: a string's content, or another value's JSON text; "" when the
+// path is absent.
+func jsonField(body []byte, path string) string {
+	raw := json.RawMessage(body)
+	for key := range strings.SplitSeq(path, ".") {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(raw, &m) != nil {
+			return ""
+		}
+		v, ok := m[key]
+		if !ok {
+			return ""
+		}
+		raw = v
+	}
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		return str
+	}
+	return string(raw)
 }
 
 // listModels answers GET /v1/models from config, in OpenAI's list format.

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path"
 	"slices"
 	"strings"
 
@@ -43,7 +42,7 @@ func buildTable(cfg *config.Config, pools map[string]*upstream.Pool) (*table, er
 		p := pools[pc.Name]
 		t.order = append(t.order, p)
 		for _, m := range pc.Models {
-			if strings.ContainsAny(m, "*?[") {
+			if strings.ContainsAny(m, `*?[\`) {
 				t.globs = append(t.globs, globRoute{pattern: m, pool: p})
 			} else {
 				t.exact[m] = p
@@ -114,7 +113,7 @@ func (t *table) poolForModel(model string) *upstream.Pool {
 		return p
 	}
 	for _, g := range t.globs {
-		if ok, _ := path.Match(g.pattern, model); ok {
+		if config.MatchModel(g.pattern, model) {
 			return g.pool
 		}
 	}

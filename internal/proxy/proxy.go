@@ -6,7 +6,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -179,15 +178,13 @@ func errorFor(err error) *openai.Error {
 func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, start time.Time, canRetry bool, res *Result) (done bool) {
 	pool := pr.Pool
 	cfg := pool.Config()
-	ctx, cancel := context.WithCancelCause(r.Context())
-	defer cancel(nil)
-
-	out := p.outRequest(ctx, r, pr, b)
+	// The attempt runs on the client's context, so a client that leaves
+	// cancels it; timeouts.connect and timeouts.first_byte are enforced by
+	// the pool's transport, which costs nothing per request.
+	out := p.outRequest(r, pr, b)
 	b.Acquire()
 	sent := time.Now()
-	fbTimer := time.AfterFunc(cfg.Timeouts.FirstByte.D(), func() { cancel(errFirstByteTimeout) })
 	resp, err := pool.Transport(b).RoundTrip(out)
-	fbTimer.Stop()
 	if err != nil {
 		b.Release(0)
 		if r.Context().Err() != nil {
@@ -195,17 +192,15 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, b *
 			res.Status, res.Err = StatusClientClosed, r.Context().Err()
 			return true
 		}
-		if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
-			err = cause
-		}
-		res.Err = err
 		kind := "error"
 		switch {
-		case errors.Is(err, errFirstByteTimeout):
-			kind = "timeout"
 		case isConnectFailure(err):
 			kind = "connect"
+		case isTimeout(err):
+			kind = "timeout"
+			err = errFirstByteTimeout
 		}
+		res.Err = err
 		b.Upstream.IncLabel(kind)
 		if canRetry && retryOn(cfg.Retry.On, kind, 0) {
 			return false
@@ -225,7 +220,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, b *
 	defer b.Release(rtt)
 	res.TTFB = time.Since(start)
 	pool.Metrics.TTFB.Observe(res.TTFB.Seconds())
-	p.respond(ctx, cancel, w, r, pr, resp, res)
+	p.respond(w, r, pr, resp, res)
 	return true
 }
 
@@ -255,8 +250,14 @@ func isConnectFailure(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
+// isTimeout reports the transport's timeout for response headers.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // outRequest builds the upstream request for an attempt to b.
-func (p *Proxy) outRequest(ctx context.Context, r *http.Request, pr *Request, b *upstream.Backend) *http.Request {
+func (p *Proxy) outRequest(r *http.Request, pr *Request, b *upstream.Backend) *http.Request {
 	t := b.Target()
 	u := &url.URL{Scheme: t.Scheme, Host: t.Host, Path: t.Path + r.URL.Path, RawQuery: r.URL.RawQuery}
 	if r.URL.RawPath != "" {
@@ -308,7 +309,7 @@ func (p *Proxy) outRequest(ctx context.Context, r *http.Request, pr *Request, b 
 		out.Body = r.Body
 		out.ContentLength = r.ContentLength
 	}
-	return out.WithContext(ctx)
+	return out.WithContext(r.Context())
 }
 
 var (

@@ -1,13 +1,13 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,7 +16,7 @@ import (
 // backend sends it; a stall longer than timeouts.stream_idle ends the
 // response, with an error event for SSE so the client never mistakes a cut
 // stream for a complete one.
-func (p *Proxy) respond(ctx context.Context, cancel context.CancelCauseFunc, w http.ResponseWriter, r *http.Request, pr *Request, resp *http.Response, res *Result) {
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, resp *http.Response, res *Result) {
 	defer resp.Body.Close()
 	h := w.Header()
 	copyHeader(h, resp.Header)
@@ -41,8 +41,10 @@ func (p *Proxy) respond(ctx context.Context, cancel context.CancelCauseFunc, w h
 	if flush {
 		_ = rc.Flush() // headers go out now; the first event may take a while
 	}
+	// A stall closes the upstream body, which ends the pending Read.
 	idle := pr.Pool.Config().Timeouts.StreamIdle.D()
-	idleTimer := time.AfterFunc(idle, func() { cancel(errStreamIdleTimeout) })
+	var stalled atomic.Bool
+	idleTimer := time.AfterFunc(idle, func() { stalled.Store(true); resp.Body.Close() })
 	defer idleTimer.Stop()
 
 	bufp := p.bufPool.Get().(*[]byte)
@@ -57,7 +59,6 @@ func (p *Proxy) respond(ctx context.Context, cancel context.CancelCauseFunc, w h
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				res.Status, res.Err = StatusClientClosed, werr
-				cancel(werr)
 				return
 			}
 			res.Bytes += int64(n)
@@ -72,7 +73,10 @@ func (p *Proxy) respond(ctx context.Context, cancel context.CancelCauseFunc, w h
 			break
 		}
 		if rerr != nil {
-			p.streamFailed(ctx, w, r, pr, sse, rerr, res)
+			if stalled.Load() {
+				rerr = errStreamIdleTimeout
+			}
+			p.streamFailed(w, r, pr, sse, rerr, res)
 			return
 		}
 	}
@@ -82,14 +86,11 @@ func (p *Proxy) respond(ctx context.Context, cancel context.CancelCauseFunc, w h
 }
 
 // streamFailed ends a response whose body broke after the status was sent.
-func (p *Proxy) streamFailed(ctx context.Context, w http.ResponseWriter, r *http.Request, pr *Request, sse bool, err error, res *Result) {
+func (p *Proxy) streamFailed(w http.ResponseWriter, r *http.Request, pr *Request, sse bool, err error, res *Result) {
 	if r.Context().Err() != nil {
 		res.Status, res.Err = StatusClientClosed, r.Context().Err()
 		pr.Pool.Metrics.StreamErrors.WithLabelValues("client_gone").Inc()
 		return
-	}
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		err = cause
 	}
 	res.Err = err
 	reason := "upstream_error"

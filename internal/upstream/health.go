@@ -125,10 +125,11 @@ func (c *checker) observe(b *Backend, err error) {
 type healthTransport struct{ p *Pool }
 
 func (t healthTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	tr := t.p.tr.Load()
 	for _, b := range t.p.Backends() {
 		if b.target.Host == r.URL.Host && b.h2c {
-			return t.p.h2cTransport.RoundTrip(r)
+			return tr.h2c.RoundTrip(r)
 		}
 	}
-	return t.p.transport.RoundTrip(r)
+	return tr.h1.RoundTrip(r)
 }

@@ -67,8 +67,7 @@ type Pool struct {
 	bal  atomic.Pointer[balancerBox]
 	snap atomic.Pointer[snapshot]
 
-	transport    *http.Transport // HTTP/1.1 (and HTTP/2 over TLS) upstreams
-	h2cTransport *http.Transport // h2c:// upstreams
+	tr atomic.Pointer[transports]
 
 	// Active counts requests in flight through the pool and Retrying the
 	// retries among them; the retry budget compares the two.
@@ -80,6 +79,23 @@ type Pool struct {
 
 	mu      sync.Mutex // serializes Reconfigure and state refreshes
 	checker *checker
+}
+
+// transports are a pool's connection pools: one for HTTP/1.1 (and HTTP/2
+// over TLS) upstreams, one for h2c:// upstreams. They are replaced only when
+// the timeouts they enforce change.
+type transports struct {
+	h1, h2c  *http.Transport
+	timeouts config.Timeouts
+}
+
+func newTransports(t config.Timeouts) *transports {
+	return &transports{h1: newTransport(t, false), h2c: newTransport(t, true), timeouts: t}
+}
+
+func (t *transports) closeIdle() {
+	t.h1.CloseIdleConnections()
+	t.h2c.CloseIdleConnections()
 }
 
 type balancerBox struct {
@@ -109,8 +125,6 @@ func NewPool(cfg *config.Pool, opts Options) (*Pool, error) {
 		StreamErrors:    gm.StreamErrors.MustCurryWith(prometheus.Labels{"pool": cfg.Name}),
 		QueueRejections: gm.QueueRejections.MustCurryWith(prometheus.Labels{"pool": cfg.Name}),
 	}}
-	p.transport = newTransport(cfg, false)
-	p.h2cTransport = newTransport(cfg, true)
 	p.snap.Store(&snapshot{})
 	if err := p.Reconfigure(cfg); err != nil {
 		return nil, err
@@ -121,15 +135,19 @@ func NewPool(cfg *config.Pool, opts Options) (*Pool, error) {
 // newTransport returns a transport tuned for proxy load: a connection pool
 // large enough that steady traffic reuses connections instead of dialing
 // (Go's default keeps only 2 idle connections per host).
-func newTransport(cfg *config.Pool, h2c bool) *http.Transport {
-	dialer := &net.Dialer{Timeout: cfg.Timeouts.Connect.D(), KeepAlive: 30 * time.Second}
+//
+// timeouts.connect bounds dialing and timeouts.first_byte the wait for
+// response headers, so neither costs a timer per request.
+func newTransport(to config.Timeouts, h2c bool) *http.Transport {
+	dialer := &net.Dialer{Timeout: to.Connect.D(), KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           dialer.DialContext,
 		MaxIdleConns:          4096,
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   cfg.Timeouts.Connect.D(),
+		TLSHandshakeTimeout:   to.Connect.D(),
+		ResponseHeaderTimeout: to.FirstByte.D(),
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass bodies through as they are
 		ForceAttemptHTTP2:     true,
@@ -155,10 +173,11 @@ func (p *Pool) BalancerName() string { return p.bal.Load().name }
 
 // Transport returns the transport for requests to b.
 func (p *Pool) Transport(b *Backend) http.RoundTripper {
+	t := p.tr.Load()
 	if b.h2c {
-		return p.h2cTransport
+		return t.h2c
 	}
-	return p.transport
+	return t.h1
 }
 
 // Backends returns the pool's backends in config order.
@@ -211,6 +230,12 @@ func (p *Pool) Reconfigure(cfg *config.Pool) error {
 			return fmt.Errorf("pool %s: %w", cfg.Name, err)
 		}
 		p.bal.Store(&balancerBox{name: cfg.Balancer, b: b})
+	}
+	if cur := p.tr.Load(); cur == nil || cur.timeouts != cfg.Timeouts {
+		p.tr.Store(newTransports(cfg.Timeouts))
+		if cur != nil {
+			cur.closeIdle() // connections in use finish their requests
+		}
 	}
 	p.cfg.Store(cfg)
 	p.storeLocked(all)
@@ -285,6 +310,5 @@ func (p *Pool) Close() {
 	if c != nil {
 		c.stop()
 	}
-	p.transport.CloseIdleConnections()
-	p.h2cTransport.CloseIdleConnections()
+	p.tr.Load().closeIdle()
 }
