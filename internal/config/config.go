@@ -128,6 +128,10 @@ type Pool struct {
 	Kubernetes *Kubernetes `yaml:"kubernetes"`
 	// MaxConcurrency caps in-flight requests per backend; 0 (default) = none.
 	MaxConcurrency int `yaml:"max_concurrency"`
+	// SlowStart ramps the share of a backend that joins or rejoins the pool
+	// from 10% to 100% over this long, so a cold replica is not flooded.
+	// Default 10s; 0 disables.
+	SlowStart Duration `yaml:"slow_start"`
 	// Queue holds requests while no backend can take them.
 	Queue Queue `yaml:"queue"`
 	// HealthCheck configures active health checks.

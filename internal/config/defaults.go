@@ -37,9 +37,10 @@ func Default() *Config {
 // and no replicas.
 func DefaultPool() Pool {
 	return Pool{
-		Balancer: "p2c_ewma",
-		HashOn:   "client_ip",
-		Queue:    Queue{Size: 1024, Timeout: Duration(30 * time.Second)},
+		Balancer:  "p2c_ewma",
+		HashOn:    "client_ip",
+		Queue:     Queue{Size: 1024, Timeout: Duration(30 * time.Second)},
+		SlowStart: Duration(10 * time.Second),
 		HealthCheck: HealthCheck{
 			Path:               "/health",
 			Interval:           Duration(5 * time.Second),

@@ -171,6 +171,7 @@ func TestFullConfig(t *testing.T) {
 					{URL: "h2c://127.0.0.1:9002", Weight: 1},
 				},
 				MaxConcurrency: 16,
+				SlowStart:      Duration(20 * time.Second),
 				Queue:          Queue{Size: 256, Timeout: d("10s")},
 				HealthCheck:    HealthCheck{Path: "/ready", Interval: d("3s"), Timeout: d("1s"), HealthyThreshold: 1, UnhealthyThreshold: 4},
 				OutlierDetection: OutlierDetection{

@@ -66,7 +66,8 @@ type BackendStatus struct {
 	InFlight  int64   `json:"in_flight"`
 	EWMAMs    float64 `json:"ewma_ms"`
 	Weight    int     `json:"weight"`
-	Breaker   string  `json:"breaker"`
+	Breaker   string  `json:"breaker"` // closed | open | half_open
+	Ejections int     `json:"ejections"`
 	LastError string  `json:"last_error,omitempty"`
 }
 
@@ -76,11 +77,11 @@ func (s *Server) PoolStatuses() []PoolStatus {
 	out := make([]PoolStatus, 0, len(t.order))
 	for i, p := range t.order {
 		pc := &t.cfg.Pools[i]
-		ps := PoolStatus{Name: p.Name(), Models: pc.Models, Balancer: p.BalancerName(), InFlight: p.Active.Load(), Backends: []BackendStatus{}}
+		ps := PoolStatus{Name: p.Name(), Models: pc.Models, Balancer: p.BalancerName(), InFlight: p.Active.Load(), QueueDepth: p.QueueDepth(), Backends: []BackendStatus{}}
 		for _, b := range p.Backends() {
 			ps.Backends = append(ps.Backends, BackendStatus{
 				URL: b.Key(), State: b.State().String(), InFlight: b.InFlight(),
-				EWMAMs: b.Cost() / 1e6, Weight: b.Weight(), Breaker: "closed", LastError: b.LastCheckError(),
+				EWMAMs: b.Cost() / 1e6, Weight: b.Weight(), Breaker: b.BreakerState(), Ejections: b.Ejections(), LastError: b.LastCheckError(),
 			})
 		}
 		ps.Replicas = ReplicaCounts{Desired: len(ps.Backends), Ready: p.Ready()}
@@ -108,6 +109,7 @@ var (
 	descInFlight = prometheus.NewDesc("sluice_backend_in_flight", "Requests in flight to a backend.", []string{"pool", "backend"}, nil)
 	descUp       = prometheus.NewDesc("sluice_backend_up", "1 when a backend takes traffic, else 0.", []string{"pool", "backend"}, nil)
 	descQueue    = prometheus.NewDesc("sluice_queue_depth", "Requests waiting in a pool's queue.", []string{"pool"}, nil)
+	descBreaker  = prometheus.NewDesc("sluice_backend_breaker", "A backend's circuit-breaker state (1 for the current one).", []string{"pool", "backend", "state"}, nil)
 	descReplicas = prometheus.NewDesc("sluice_replicas", "A pool's backends by state.", []string{"pool", "state"}, nil)
 )
 
@@ -116,7 +118,10 @@ func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descUp
 	ch <- descQueue
 	ch <- descReplicas
+	ch <- descBreaker
 }
+
+var breakerStates = []string{"closed", "open", "half_open"}
 
 func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 	t := c.s.table.Load()
@@ -129,9 +134,16 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 				up = 1
 			}
 			ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, p.Name(), b.Key())
+			for _, st := range breakerStates {
+				v := 0.0
+				if b.BreakerState() == st {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, v, p.Name(), b.Key(), st)
+			}
 			states[b.State().String()]++
 		}
-		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, 0, p.Name())
+		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(p.QueueDepth()), p.Name())
 		for st, n := range states {
 			ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(n), p.Name(), st)
 		}

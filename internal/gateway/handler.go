@@ -54,9 +54,43 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	pool = pr.Pool
 	pr.RequestID = reqID
-	res = s.proxy.Serve(w, r, pr)
+	pr.Priority = upstream.ParsePriority(r.Header.Get("X-Sluice-Priority"))
+	res = s.serve(w, r, t, pr)
 	pool.Metrics.Requests.Inc(res.Status)
 	pool.Metrics.Duration.Observe(time.Since(start).Seconds())
+}
+
+// serve forwards to the request's pool and, when that pool cannot serve it
+// (no capacity, breaker open, retries exhausted — and nothing was written
+// yet), to its fallback pools in order. A fallback that serves is recorded
+// in X-Sluice-Fallback and sluice_fallbacks_total.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *table, pr *proxy.Request) proxy.Result {
+	primary := pr.Pool
+	res := s.proxy.Serve(w, r, pr)
+	if res.Error != nil && pr.Replayable(r) {
+		for _, name := range primary.Config().Fallback {
+			fb := t.pools[name]
+			if fb == nil {
+				continue
+			}
+			pr.Pool = fb
+			w.Header().Set("X-Sluice-Fallback", name)
+			fres := s.proxy.Serve(w, r, pr)
+			fres.Attempts += res.Attempts
+			res = fres
+			if res.Error == nil {
+				s.metrics.Fallbacks.WithLabelValues(primary.Name(), name).Inc()
+				break
+			}
+		}
+		if res.Error != nil {
+			w.Header().Del("X-Sluice-Fallback")
+		}
+	}
+	if res.Error != nil {
+		res.Error.Write(w)
+	}
+	return res
 }
 
 // route decides which pool serves r. It returns (nil, nil) when it answered

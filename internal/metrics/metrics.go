@@ -30,6 +30,8 @@ type Gateway struct {
 	StreamErrors    *prometheus.CounterVec   // sluice_stream_errors_total{pool,reason}
 	QueueWait       *prometheus.HistogramVec // sluice_queue_wait_seconds{pool}
 	QueueRejections *prometheus.CounterVec   // sluice_queue_rejections_total{pool,reason}
+	Ejections       *prometheus.CounterVec   // sluice_outlier_ejections_total{pool}
+	Fallbacks       *prometheus.CounterVec   // sluice_fallbacks_total{pool,to}
 }
 
 // NewGateway creates the families and registers them on reg.
@@ -65,10 +67,16 @@ func NewGateway(reg prometheus.Registerer) *Gateway {
 		QueueRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_queue_rejections_total", Help: "Requests refused with 503, by reason (queue_full, queue_timeout, no_backend).",
 		}, []string{"pool", "reason"}),
+		Ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_outlier_ejections_total", Help: "Backends ejected by outlier detection (their breaker opened).",
+		}, []string{"pool"}),
+		Fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_fallbacks_total", Help: "Requests a pool could not serve that a fallback pool served, by pool and the fallback (to).",
+		}, []string{"pool", "to"}),
 	}
 	g.Reloads.WithLabelValues("success")
 	g.Reloads.WithLabelValues("failure")
-	reg.MustRegister(g.Requests, g.Duration, g.Upstream, g.Retries, g.TTFB, g.Reloads, g.Tokens, g.StreamErrors, g.QueueWait, g.QueueRejections)
+	reg.MustRegister(g.Requests, g.Duration, g.Upstream, g.Retries, g.TTFB, g.Reloads, g.Tokens, g.StreamErrors, g.QueueWait, g.QueueRejections, g.Ejections, g.Fallbacks)
 	return g
 }
 

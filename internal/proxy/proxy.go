@@ -48,9 +48,11 @@ type Request struct {
 	Pool *upstream.Pool
 	// HashKey is the consistent_hash key ("" when not hashing).
 	HashKey string
+	// Priority orders the request if it must wait for a backend.
+	Priority upstream.Priority
 	// Body is the request body when the gateway already read it (it can then
-	// be replayed on retries); nil means stream r.Body, which allows retries
-	// only for requests without a body.
+	// be replayed on retries and fallbacks); nil means stream r.Body, which
+	// allows retries only for requests without a body.
 	Body []byte
 	// RequestID is sent upstream as X-Request-ID.
 	RequestID string
@@ -59,14 +61,26 @@ type Request struct {
 	Observe func(header http.Header, p []byte)
 }
 
+// Replayable reports whether the request can be sent again (retries,
+// fallbacks): its body is in memory or it has none.
+func (pr *Request) Replayable(r *http.Request) bool {
+	return pr.Body != nil || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+}
+
 // Result describes how a forwarded request ended, for logs and metrics.
 type Result struct {
-	Status   int           // status sent to the client (499: client went away first)
+	// Status is the status sent to the client, or that Error would send;
+	// 499 when the client went away first.
+	Status   int
 	Backend  string        // last backend tried ("" if none)
 	Attempts int           // attempts made
 	Bytes    int64         // response body bytes written
 	TTFB     time.Duration // time to upstream response headers (0 if none)
 	Err      error         // why the request failed, or nil
+	// Error, when not nil, is the answer the pool could not avoid (no
+	// capacity, every attempt failed) and nothing has been written to the
+	// client yet: the caller may try a fallback pool, or write it.
+	Error *openai.Error
 	// Abort means the body broke after the status was sent and the response
 	// cannot say so in-band: the caller must abort it (panic with
 	// http.ErrAbortHandler) once it has logged the request.
@@ -77,7 +91,8 @@ type Result struct {
 // answer was complete (as NGINX does).
 const StatusClientClosed = 499
 
-// Serve forwards r per pr and writes the response to w.
+// Serve forwards r per pr. It writes the response to w, except when the pool
+// cannot serve at all: then nothing is written and Result.Error says why.
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Result {
 	pool := pr.Pool
 	cfg := pool.Config()
@@ -85,9 +100,8 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Resul
 	pool.Active.Add(1)
 	defer pool.Active.Add(-1)
 
-	replayable := pr.Body != nil || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 	maxAttempts := 1
-	if replayable {
+	if pr.Replayable(r) {
 		maxAttempts += cfg.Retry.Attempts
 	}
 	var (
@@ -101,16 +115,16 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Resul
 		}
 	}()
 	for attempt := 1; ; attempt++ {
-		b, err := pool.Pick(pr.HashKey, last)
+		b, err := pool.Acquire(r.Context(), pr.HashKey, pr.Priority, last)
 		if err != nil {
-			pool.Metrics.QueueRejections.WithLabelValues("no_backend").Inc()
-			res.Err = err
-			if last != nil && res.Status != 0 {
-				return res // the previous attempt's answer was already written
+			if r.Context().Err() != nil {
+				res.Status, res.Err = StatusClientClosed, r.Context().Err()
+				return res
 			}
-			e := openai.Unavailable("no_healthy_backend", "pool "+pool.Name()+" has no healthy backend; retry later", time.Second)
-			e.Write(w)
-			res.Status = e.Status
+			if last == nil || !errors.Is(err, upstream.ErrNoBackend) {
+				res.Err = err
+			}
+			res.setError(admissionError(pool.Name(), res.Err))
 			return res
 		}
 		res.Backend, res.Attempts = b.Key(), attempt
@@ -124,7 +138,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Resul
 		if !retried {
 			limit := max(int64(cfg.Retry.Budget*float64(pool.Active.Load())), 3)
 			if pool.Retrying.Load() >= limit {
-				p.fail(w, &res)
+				res.setError(errorFor(res.Err))
 				return res
 			}
 			pool.Retrying.Add(1)
@@ -144,6 +158,10 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Resul
 	}
 }
 
+func (res *Result) setError(e *openai.Error) {
+	res.Error, res.Status = e, e.Status
+}
+
 // backoff is the delay before retry n (1-based): base × 2^(n-1), with full
 // jitter in [0.5, 1.5) so retries of many requests spread out.
 func backoff(base time.Duration, n int) time.Duration {
@@ -154,11 +172,20 @@ func backoff(base time.Duration, n int) time.Duration {
 	return time.Duration(float64(d) * (0.5 + rand.Float64()))
 }
 
-// fail writes the error of the last attempt (kept in res) to the client.
-func (p *Proxy) fail(w http.ResponseWriter, res *Result) {
-	e := errorFor(res.Err)
-	e.Write(w)
-	res.Status = e.Status
+// admissionError is the answer when a pool has no backend for a request.
+func admissionError(pool string, err error) *openai.Error {
+	switch {
+	case errors.Is(err, upstream.ErrQueueFull):
+		return openai.Unavailable("queue_full", "pool "+pool+" is at capacity and its queue is full; retry later", time.Second)
+	case errors.Is(err, upstream.ErrQueueTimeout):
+		return openai.Unavailable("queue_timeout", "pool "+pool+" had no free backend within queue.timeout; retry later", time.Second)
+	case errors.Is(err, upstream.ErrNoCapacity):
+		return openai.Unavailable("no_capacity", "every backend of pool "+pool+" is at max_concurrency; retry later", time.Second)
+	case errors.Is(err, upstream.ErrNoBackend):
+		return openai.Unavailable("no_healthy_backend", "pool "+pool+" has no healthy backend; retry later", 5*time.Second)
+	default:
+		return errorFor(err) // retries ran out of backends after failures
+	}
 }
 
 func errorFor(err error) *openai.Error {
@@ -173,8 +200,8 @@ func errorFor(err error) *openai.Error {
 }
 
 // attempt sends one try to b. done reports that the request is finished
-// (answered or failed for good); otherwise the caller may retry, and res.Err
-// holds why this attempt failed.
+// (answered, or failed for good with res.Error set); otherwise the caller may
+// retry, and res.Err holds why this attempt failed.
 func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, start time.Time, canRetry bool, res *Result) (done bool) {
 	pool := pr.Pool
 	cfg := pool.Config()
@@ -182,45 +209,49 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, b *
 	// cancels it; timeouts.connect and timeouts.first_byte are enforced by
 	// the pool's transport, which costs nothing per request.
 	out := p.outRequest(r, pr, b)
-	b.Acquire()
 	sent := time.Now()
 	resp, err := pool.Transport(b).RoundTrip(out)
 	if err != nil {
-		b.Release(0)
+		pool.Release(b, 0)
 		if r.Context().Err() != nil {
 			b.Upstream.IncLabel("canceled")
 			res.Status, res.Err = StatusClientClosed, r.Context().Err()
 			return true
 		}
-		kind := "error"
+		pool.Observe(b, true)
+		// Each failure is retried when the status it would produce is in
+		// retry.on: a connect failure (or 502), a broken connection (502),
+		// a first-byte timeout (504, or "timeout").
+		kind, status := "error", http.StatusBadGateway
 		switch {
 		case isConnectFailure(err):
 			kind = "connect"
 		case isTimeout(err):
-			kind = "timeout"
+			kind, status = "timeout", http.StatusGatewayTimeout
 			err = errFirstByteTimeout
 		}
 		res.Err = err
 		b.Upstream.IncLabel(kind)
-		if canRetry && retryOn(cfg.Retry.On, kind, 0) {
+		if canRetry && retryOn(cfg.Retry.On, kind, status) {
 			return false
 		}
-		p.fail(w, res)
+		res.setError(errorFor(err))
 		return true
 	}
 	rtt := time.Since(sent)
 	b.Upstream.Inc(resp.StatusCode)
+	pool.Observe(b, resp.StatusCode >= 500)
 	if canRetry && retryOn(cfg.Retry.On, "", resp.StatusCode) {
-		b.Release(rtt)
+		pool.Release(b, rtt)
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		res.Err = errors.New("upstream answered " + strconv.Itoa(resp.StatusCode))
 		return false
 	}
-	defer b.Release(rtt)
+	defer pool.Release(b, rtt)
 	res.TTFB = time.Since(start)
 	pool.Metrics.TTFB.Observe(res.TTFB.Seconds())
-	p.respond(w, r, pr, resp, res)
+	p.respond(w, r, pr, b, resp, res)
 	return true
 }
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
 // respond copies resp to w. Streamed bodies (SSE, or no Content-Length) are
@@ -16,7 +18,7 @@ import (
 // backend sends it; a stall longer than timeouts.stream_idle ends the
 // response, with an error event for SSE so the client never mistakes a cut
 // stream for a complete one.
-func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, resp *http.Response, res *Result) {
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, resp *http.Response, res *Result) {
 	defer resp.Body.Close()
 	h := w.Header()
 	copyHeader(h, resp.Header)
@@ -76,7 +78,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, res
 			if stalled.Load() {
 				rerr = errStreamIdleTimeout
 			}
-			p.streamFailed(w, r, pr, sse, rerr, res)
+			p.streamFailed(w, r, pr, b, sse, rerr, res)
 			return
 		}
 	}
@@ -86,13 +88,14 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, res
 }
 
 // streamFailed ends a response whose body broke after the status was sent.
-func (p *Proxy) streamFailed(w http.ResponseWriter, r *http.Request, pr *Request, sse bool, err error, res *Result) {
+func (p *Proxy) streamFailed(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, sse bool, err error, res *Result) {
 	if r.Context().Err() != nil {
 		res.Status, res.Err = StatusClientClosed, r.Context().Err()
 		pr.Pool.Metrics.StreamErrors.WithLabelValues("client_gone").Inc()
 		return
 	}
 	res.Err = err
+	pr.Pool.Observe(b, true)
 	reason := "upstream_error"
 	code := "upstream_stream_error"
 	if errors.Is(err, errStreamIdleTimeout) {

@@ -59,6 +59,15 @@ type Backend struct {
 	// Pool.NewBackend; nil for a bare backend.
 	Upstream *metrics.CodeCounters
 
+	// joinedAt is when the backend (re)joined a serving pool (unix ns), for
+	// slow start; 0 when it is not warming.
+	joinedAt atomic.Int64
+	// halfOpen is set while the backend's breaker lets one probe through
+	// after an ejection.
+	halfOpen atomic.Bool
+	// out is the passive health state (outlier detection).
+	out outlierState
+
 	// Health-check streaks; written only by the pool's checker goroutine.
 	okStreak, failStreak int
 	lastCheckErr         atomic.Pointer[string]

@@ -47,6 +47,7 @@ type PoolMetrics struct {
 	QueueWait       prometheus.Observer
 	StreamErrors    *prometheus.CounterVec // curried with pool; label reason
 	QueueRejections *prometheus.CounterVec // curried with pool; label reason
+	Ejections       prometheus.Counter
 }
 
 // snapshot is an immutable view of a pool's backends, swapped atomically so
@@ -54,6 +55,9 @@ type PoolMetrics struct {
 type snapshot struct {
 	all   []*Backend
 	ready []balancer.Backend // healthy backends, in config order
+	// special counts ready backends that are warming up or half-open, which
+	// sends Acquire down its filtering path.
+	special int
 }
 
 // Pool is a set of backends serving the same models, with a balancer, a
@@ -77,7 +81,9 @@ type Pool struct {
 	Metrics *PoolMetrics
 	gm      *metrics.Gateway
 
-	mu      sync.Mutex // serializes Reconfigure and state refreshes
+	q queue
+
+	mu      sync.Mutex // serializes Reconfigure and state refreshes; taken before q.mu
 	checker *checker
 }
 
@@ -124,6 +130,7 @@ func NewPool(cfg *config.Pool, opts Options) (*Pool, error) {
 		QueueWait:       gm.QueueWait.WithLabelValues(cfg.Name),
 		StreamErrors:    gm.StreamErrors.MustCurryWith(prometheus.Labels{"pool": cfg.Name}),
 		QueueRejections: gm.QueueRejections.MustCurryWith(prometheus.Labels{"pool": cfg.Name}),
+		Ejections:       gm.Ejections.WithLabelValues(cfg.Name),
 	}}
 	p.snap.Store(&snapshot{})
 	if err := p.Reconfigure(cfg); err != nil {
@@ -185,21 +192,6 @@ func (p *Pool) Backends() []*Backend { return p.snap.Load().all }
 
 // Ready reports how many backends may take traffic.
 func (p *Pool) Ready() int { return len(p.snap.Load().ready) }
-
-// Pick chooses a ready backend for a request with hash key key. A non-nil
-// exclude is avoided when another backend is ready (retries go elsewhere).
-func (p *Pool) Pick(key string, exclude *Backend) (*Backend, error) {
-	ready := p.snap.Load().ready
-	if exclude != nil && len(ready) > 1 {
-		if i := slices.Index(ready, balancer.Backend(exclude)); i >= 0 {
-			ready = slices.Delete(slices.Clone(ready), i, i+1)
-		}
-	}
-	if len(ready) == 0 {
-		return nil, ErrNoBackend
-	}
-	return p.bal.Load().b.Pick(ready, key).(*Backend), nil
-}
 
 // Reconfigure applies cfg. Backends whose URL stays keep their load, latency
 // and health state; new ones start healthy until checked; removed ones are
@@ -280,13 +272,45 @@ func (p *Pool) SetBackendState(b *Backend, s State) {
 }
 
 func (p *Pool) storeLocked(all []*Backend) {
-	ready := make([]balancer.Backend, 0, len(all))
-	for _, b := range all {
-		if b.State() == StateHealthy {
-			ready = append(ready, b)
-		}
+	prev := p.snap.Load()
+	wasReady := make(map[*Backend]bool, len(prev.ready))
+	for _, b := range prev.ready {
+		wasReady[b.(*Backend)] = true
 	}
-	p.snap.Store(&snapshot{all: all, ready: ready})
+	ready := make([]balancer.Backend, 0, len(all))
+	special := 0
+	for _, b := range all {
+		if b.State() != StateHealthy {
+			continue
+		}
+		if !wasReady[b] && len(prev.ready) > 0 {
+			p.markJoinedLocked(b)
+		}
+		if b.joinedAt.Load() != 0 || b.halfOpen.Load() {
+			special++
+		}
+		ready = append(ready, b)
+	}
+	p.snap.Store(&snapshot{all: all, ready: ready, special: special})
+	if len(ready) > len(prev.ready) {
+		p.dispatch() // new capacity for whoever waits (q.mu nests inside p.mu)
+	}
+}
+
+// markJoinedLocked starts b's slow start: it joined a pool that was already
+// serving, so it should not get a full share at once.
+func (p *Pool) markJoinedLocked(b *Backend) {
+	window := p.Config().SlowStart.D()
+	if window <= 0 {
+		return
+	}
+	b.joinedAt.Store(p.opts.Clock.Now().UnixNano())
+	p.opts.Clock.AfterFunc(window, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		b.joinedAt.Store(0)
+		p.storeLocked(p.snap.Load().all)
+	})
 }
 
 // Start begins active health checks (when the pool's health_check.path is
