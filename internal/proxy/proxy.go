@@ -134,8 +134,10 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Resul
 		last = b
 		// Retry within the budget: retries in flight may not exceed budget ×
 		// requests in flight (with a floor of 3) so a failing pool is not
-		// hammered with retry storms.
-		if !retried {
+		// hammered with retry storms. A connect failure is exempt: the
+		// request never reached a replica, so retrying it adds no load that
+		// the first try did not already fail to add (a dead replica's port).
+		if !retried && !isConnectFailure(res.Err) {
 			limit := max(int64(cfg.Retry.Budget*float64(pool.Active.Load())), 3)
 			if pool.Retrying.Load() >= limit {
 				res.setError(errorFor(res.Err))
