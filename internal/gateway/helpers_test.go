@@ -194,3 +194,17 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 const chatBody = `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`
+
+// newFuzzServer builds a Server (not listening) for handler-level tests.
+func newFuzzServer(f *testing.F, cfgYAML string) *Server {
+	f.Helper()
+	cfg, err := config.Parse("fuzz.yaml", []byte(cfgYAML))
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv, err := New(cfg, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return srv
+}
