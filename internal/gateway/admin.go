@@ -7,7 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sluice-ai/sluice/internal/autoscale"
 	"github.com/sluice-ai/sluice/internal/openai"
+	"github.com/sluice-ai/sluice/internal/replicas"
 )
 
 // adminHandler serves the admin API: health, readiness, metrics, pools and
@@ -51,6 +53,11 @@ type PoolStatus struct {
 	QueueDepth int             `json:"queue_depth"`
 	Replicas   ReplicaCounts   `json:"replicas"`
 	Backends   []BackendStatus `json:"backends"`
+	// Process is the replica supervisor's view (process pools only).
+	Process *replicas.Status `json:"process,omitempty"`
+	// Autoscaler is the last autoscaling decision with its inputs and
+	// reason (autoscaled pools only).
+	Autoscaler *autoscale.Decision `json:"autoscaler,omitempty"`
 }
 
 // ReplicaCounts are a pool's desired and ready replica counts.
@@ -85,6 +92,19 @@ func (s *Server) PoolStatuses() []PoolStatus {
 			})
 		}
 		ps.Replicas = ReplicaCounts{Desired: len(ps.Backends), Ready: p.Ready()}
+		s.mu.Lock()
+		rs := s.sets[p.Name()]
+		s.mu.Unlock()
+		if rs != nil {
+			st := rs.set.Status()
+			ps.Process = &st
+			ps.Replicas.Desired = st.Desired
+			if rs.ctl != nil {
+				if d, ok := rs.ctl.Last(); ok {
+					ps.Autoscaler = &d
+				}
+			}
+		}
 		out = append(out, ps)
 	}
 	return out

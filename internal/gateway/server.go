@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluice-ai/sluice/internal/autoscale"
 	"github.com/sluice-ai/sluice/internal/config"
 	"github.com/sluice-ai/sluice/internal/metrics"
 	"github.com/sluice-ai/sluice/internal/proxy"
@@ -52,8 +54,15 @@ type Server struct {
 
 	table atomic.Pointer[table]
 
-	mu                  sync.Mutex // serializes reloads; guards pools
-	pools               map[string]*upstream.Pool
+	mu      sync.Mutex // serializes reloads; guards pools and sets
+	pools   map[string]*upstream.Pool
+	sets    map[string]*replicaSet // process pools' supervisors
+	removed sync.WaitGroup         // supervisors of removed pools, draining
+
+	exe              string // what a process command's "sluice" runs
+	autoscaleMetrics *autoscale.Metrics
+	jobsPending      func(pool string) int
+
 	runCtx              context.Context
 	ready               atomic.Bool
 	dataAddr, adminAddr atomic.Pointer[string]
@@ -82,8 +91,15 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		proxy:     proxy.New(opts.Logger),
 		started:   time.Now(),
 		pools:     make(map[string]*upstream.Pool),
+		sets:      make(map[string]*replicaSet),
 		listening: make(chan struct{}),
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find sluice's own executable for process pools: %w", err)
+	}
+	s.exe = exe
+	s.autoscaleMetrics = autoscale.NewMetrics(reg)
 	s.unrouted = metrics.NewCodeCounters(s.metrics.Requests, "")
 	reg.MustRegister(poolCollector{s})
 	if err := s.apply(cfg); err != nil {
@@ -130,9 +146,16 @@ func (s *Server) apply(cfg *config.Config) error {
 		created = append(created, p)
 	}
 	t, err := buildTable(cfg, next)
+	var newSets []string
+	if err == nil {
+		newSets, err = s.reconcileReplicasLocked(cfg, next)
+	}
 	if err != nil {
 		for _, c := range created {
 			c.Close()
+		}
+		for _, name := range newSets {
+			delete(s.sets, name)
 		}
 		return err
 	}
@@ -142,10 +165,21 @@ func (s *Server) apply(cfg *config.Config) error {
 			p.Close()
 		}
 	}
+	for name, rs := range s.sets {
+		if pc := cfg.PoolByName(name); pc == nil || pc.Process == nil {
+			delete(s.sets, name)
+			s.autoscaleMetrics.Forget(name)
+			timeout := s.table.Load().cfg.Limits.DrainTimeout.D()
+			s.removed.Go(func() { s.stopSet(name, rs, timeout) })
+		}
+	}
 	s.pools = next
 	if s.runCtx != nil {
 		for _, p := range created {
 			p.Start(s.runCtx)
+		}
+		for _, name := range newSets {
+			s.startSetLocked(s.runCtx, name)
 		}
 	}
 	return nil
@@ -238,6 +272,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, p := range s.pools {
 		p.Start(runCtx)
 	}
+	for name := range s.sets {
+		s.startSetLocked(runCtx, name)
+	}
 	s.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -288,6 +325,19 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	err = g.Wait()
+	s.mu.Lock()
+	var stops sync.WaitGroup
+	for name, rs := range s.sets {
+		stop := cfg.PoolByName(name)
+		timeout := 30 * time.Second
+		if stop != nil && stop.Process != nil {
+			timeout = stop.Process.StopTimeout.D()
+		}
+		stops.Go(func() { s.stopSet(name, rs, timeout) })
+	}
+	s.mu.Unlock()
+	stops.Wait()
+	s.removed.Wait()
 	s.mu.Lock()
 	for _, p := range s.pools {
 		p.Close()

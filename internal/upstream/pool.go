@@ -204,6 +204,10 @@ func (p *Pool) Reconfigure(cfg *config.Pool) error {
 		old[b.key] = b
 	}
 	all := make([]*Backend, 0, len(cfg.Backends))
+	if cfg.Process != nil || cfg.Kubernetes != nil {
+		// Replicas are added and removed by their supervisor, not the file.
+		all = append(all, p.snap.Load().all...)
+	}
 	for _, bc := range cfg.Backends {
 		if b, ok := old[bc.URL]; ok {
 			b.weight.Store(int32(max(bc.Weight, 1)))

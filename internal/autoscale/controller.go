@@ -1,0 +1,223 @@
+package autoscale
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-ai/sluice/internal/config"
+)
+
+// Actuator starts and stops a pool's replicas: local processes
+// (replicas.ProcessSet) or, later, a Kubernetes workload's scale
+// subresource.
+type Actuator interface {
+	// Scale sets the replica count to aim for. It returns once the new
+	// count is recorded, not when the replicas are ready.
+	Scale(ctx context.Context, n int) error
+	// Desired is the replica count the actuator aims for now; an actuator
+	// shared with other writers (kubectl scale) reports theirs too.
+	Desired() int
+}
+
+// Metrics are the autoscaler's metric families, shared by the controllers
+// of all pools.
+type Metrics struct {
+	desired *prometheus.GaugeVec // sluice_autoscaler_desired_replicas{pool}
+	panic   *prometheus.GaugeVec // sluice_autoscaler_panic{pool}
+	demand  *prometheus.GaugeVec // sluice_autoscaler_demand{pool,window}
+}
+
+// NewMetrics creates the families and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		desired: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_autoscaler_desired_replicas", Help: "Replicas the autoscaler wants for a pool.",
+		}, []string{"pool"}),
+		panic: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_autoscaler_panic", Help: "1 while a pool's autoscaler is in panic mode (scaling up only), else 0.",
+		}, []string{"pool"}),
+		demand: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_autoscaler_demand", Help: "A pool's demand (in-flight + waiting requests + pending jobs): the last sample, its stable- and panic-window averages, and the forecast peak (window=sample|stable|panic|predicted).",
+		}, []string{"pool", "window"}),
+	}
+	reg.MustRegister(m.desired, m.panic, m.demand)
+	return m
+}
+
+// poolGauges are one pool's handles into Metrics.
+type poolGauges struct {
+	desired, panic                     prometheus.Gauge
+	sample, stable, panicW, prediction prometheus.Gauge
+}
+
+func (m *Metrics) forPool(pool string) *poolGauges {
+	return &poolGauges{
+		desired:    m.desired.WithLabelValues(pool),
+		panic:      m.panic.WithLabelValues(pool),
+		sample:     m.demand.WithLabelValues(pool, "sample"),
+		stable:     m.demand.WithLabelValues(pool, "stable"),
+		panicW:     m.demand.WithLabelValues(pool, "panic"),
+		prediction: m.demand.WithLabelValues(pool, "predicted"),
+	}
+}
+
+// Forget drops a pool's series (when the pool is removed from the config).
+func (m *Metrics) Forget(pool string) {
+	m.desired.DeleteLabelValues(pool)
+	m.panic.DeleteLabelValues(pool)
+	m.demand.DeletePartialMatch(prometheus.Labels{"pool": pool})
+}
+
+// ControllerOptions are the parts of a controller that come from its owner.
+type ControllerOptions struct {
+	// Demand returns the pool's demand now: requests in flight + requests
+	// waiting in its queue + pending jobs for it. Required.
+	Demand func() float64
+	// Ready returns the pool's replicas that take traffic now. Required.
+	Ready func() int
+	// StartupTime returns how long a new replica takes to become ready;
+	// the predictive floor looks that far ahead. Nil: 0 (one tick ahead).
+	StartupTime func() time.Duration
+	// Tick is how often demand is sampled and a decision made. Default
+	// DefaultTick (1s).
+	Tick time.Duration
+	// Logger receives each decision that changes the replica count, and
+	// panic-mode changes. Nil discards.
+	Logger *slog.Logger
+	// Clock drives the ticks. Nil is the real clock.
+	Clock clockwork.Clock
+	// Metrics receives the pool's autoscaler gauges. Nil exports none.
+	Metrics *Metrics
+}
+
+// Controller runs the autoscaler of one pool: every tick it samples demand,
+// asks its Scaler for a decision, and tells the Actuator when the count
+// changes. Create it with NewController and call Run.
+type Controller struct {
+	pool   string
+	act    Actuator
+	opts   ControllerOptions
+	gauges *poolGauges
+
+	mu     sync.Mutex
+	scaler *Scaler
+	last   Decision
+	ran    bool
+}
+
+// NewController returns a controller that scales act for pool by cfg.
+func NewController(pool string, cfg config.Autoscale, act Actuator, opts ControllerOptions) (*Controller, error) {
+	if act == nil || opts.Demand == nil || opts.Ready == nil {
+		return nil, errors.New("autoscale: controller needs an actuator, Demand and Ready")
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = DefaultTick
+	}
+	if opts.StartupTime == nil {
+		opts.StartupTime = func() time.Duration { return 0 }
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	c := &Controller{pool: pool, act: act, opts: opts, scaler: NewScaler(cfg, opts.Tick)}
+	if opts.Metrics != nil {
+		c.gauges = opts.Metrics.forPool(pool)
+	}
+	return c, nil
+}
+
+// Reconfigure applies a reloaded autoscale config. The windows start over
+// (the running count is held for one scale-down delay, as at start); a
+// forecast of the same season is kept.
+func (c *Controller) Reconfigure(cfg config.Autoscale) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cfg == c.scaler.Config() {
+		return
+	}
+	s := NewScaler(cfg, c.opts.Tick)
+	s.AdoptForecast(c.scaler)
+	c.scaler = s
+}
+
+// Last is the latest decision, and false before the first one.
+func (c *Controller) Last() (Decision, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last, c.ran
+}
+
+// Run decides once at once and then every tick, until ctx ends; it returns
+// nil then. A failed Scale is logged and tried again at the next tick.
+func (c *Controller) Run(ctx context.Context) error {
+	t := c.opts.Clock.NewTicker(c.opts.Tick)
+	defer t.Stop()
+	for {
+		c.Step(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.Chan():
+		}
+	}
+}
+
+// Step samples, decides and actuates once. Run calls it every tick; it is
+// exported for owners that drive their own loop.
+func (c *Controller) Step(ctx context.Context) Decision {
+	in := Sample{
+		Demand:      c.opts.Demand(),
+		Ready:       c.opts.Ready(),
+		Current:     c.act.Desired(),
+		StartupTime: c.opts.StartupTime(),
+	}
+	c.mu.Lock()
+	prev, ran := c.last, c.ran
+	d := c.scaler.Decide(c.opts.Clock.Now(), in)
+	c.last, c.ran = d, true
+	c.mu.Unlock()
+
+	log := c.opts.Logger
+	if d.Panic != prev.Panic && ran {
+		if d.Panic {
+			log.Warn("autoscaler panic: scaling up only", "pool", c.pool, "panic_demand", round2(d.PanicDemand), "ready", d.Ready)
+		} else {
+			log.Info("autoscaler calm", "pool", c.pool, "stable_demand", round2(d.StableDemand))
+		}
+	}
+	if d.Desired != in.Current {
+		log.Info("autoscale", "pool", c.pool, "from", in.Current, "to", d.Desired, "rule", d.Rule, "reason", d.Reason,
+			"demand", round2(d.Demand), "stable_demand", round2(d.StableDemand), "panic_demand", round2(d.PanicDemand),
+			"ready", d.Ready, "predicted_floor", d.PredictedFloor)
+		if err := c.act.Scale(ctx, d.Desired); err != nil {
+			log.Warn("autoscale: scaling failed; will retry", "pool", c.pool, "to", d.Desired, "err", err)
+		}
+	}
+	if g := c.gauges; g != nil {
+		g.desired.Set(float64(d.Desired))
+		g.panic.Set(boolFloat(d.Panic))
+		g.sample.Set(d.Demand)
+		g.stable.Set(d.StableDemand)
+		g.panicW.Set(d.PanicDemand)
+		g.prediction.Set(d.PredictedDemand)
+	}
+	return d
+}
+
+func round2(x float64) float64 { return float64(int64(x*100+0.5)) / 100 }
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

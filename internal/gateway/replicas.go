@@ -1,0 +1,147 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sluice-ai/sluice/internal/autoscale"
+	"github.com/sluice-ai/sluice/internal/config"
+	"github.com/sluice-ai/sluice/internal/replicas"
+	"github.com/sluice-ai/sluice/internal/upstream"
+)
+
+// replicaSet is a process pool's supervisor and, with autoscale, its
+// controller. Both run on a context of their own so a pool that leaves the
+// config can be stopped alone.
+type replicaSet struct {
+	set *replicas.ProcessSet
+	ctl *autoscale.Controller // nil without autoscale
+
+	cancelCtl context.CancelFunc // stops the controller only
+	cancel    context.CancelFunc // stops the supervisor (after Close drained it)
+	wg        sync.WaitGroup
+}
+
+// reconcileReplicasLocked creates supervisors for new process pools and
+// reconfigures the ones that stay. It runs before the routing table swaps;
+// created sets start in Run (or at once when Run is already running).
+func (s *Server) reconcileReplicasLocked(cfg *config.Config, pools map[string]*upstream.Pool) (created []string, err error) {
+	for i := range cfg.Pools {
+		pc := &cfg.Pools[i]
+		if pc.Process == nil {
+			continue
+		}
+		pool := pools[pc.Name]
+		if rs, ok := s.sets[pc.Name]; ok {
+			if err := rs.set.Reconfigure(pc.Process); err != nil {
+				return created, fmt.Errorf("pool %s: %w", pc.Name, err)
+			}
+			s.reconfigureAutoscaleLocked(rs, pc, pool)
+			continue
+		}
+		set, err := replicas.NewProcessSet(pc.Name, pc.Process, pool, replicas.Options{Logger: s.logger, Executable: s.exe})
+		if err != nil {
+			return created, fmt.Errorf("pool %s: %w", pc.Name, err)
+		}
+		rs := &replicaSet{set: set}
+		if pc.Autoscale != nil {
+			if rs.ctl, err = s.newController(pc, pool, set); err != nil {
+				return created, err
+			}
+		}
+		s.sets[pc.Name] = rs
+		created = append(created, pc.Name)
+	}
+	return created, nil
+}
+
+func (s *Server) newController(pc *config.Pool, pool *upstream.Pool, set *replicas.ProcessSet) (*autoscale.Controller, error) {
+	name := pc.Name
+	return autoscale.NewController(name, *pc.Autoscale, set, autoscale.ControllerOptions{
+		// Active counts requests in flight and waiting in the queue.
+		Demand:      func() float64 { return float64(pool.Active.Load() + s.pendingJobs(name)) },
+		Ready:       pool.Ready,
+		StartupTime: set.StartupTime,
+		Logger:      s.logger.With("pool", name),
+		Clock:       s.opts.Clock,
+		Metrics:     s.autoscaleMetrics,
+	})
+}
+
+// reconfigureAutoscaleLocked applies a reloaded autoscale block (or its
+// removal) to a running set.
+func (s *Server) reconfigureAutoscaleLocked(rs *replicaSet, pc *config.Pool, pool *upstream.Pool) {
+	switch {
+	case pc.Autoscale != nil && rs.ctl != nil:
+		rs.ctl.Reconfigure(*pc.Autoscale)
+	case pc.Autoscale != nil:
+		ctl, err := s.newController(pc, pool, rs.set)
+		if err != nil {
+			s.logger.Error("autoscaler not started", "pool", pc.Name, "err", err)
+			return
+		}
+		rs.ctl = ctl
+		if s.runCtx != nil {
+			s.startController(rs)
+		}
+	default:
+		if rs.ctl != nil {
+			rs.cancelCtl()
+			rs.ctl = nil
+			s.autoscaleMetrics.Forget(pc.Name)
+		}
+		_ = rs.set.Scale(context.Background(), pc.Process.Replicas)
+	}
+}
+
+// startSetLocked runs a set's supervisor and controller under ctx.
+func (s *Server) startSetLocked(ctx context.Context, name string) {
+	rs := s.sets[name]
+	if rs == nil || rs.cancel != nil {
+		return
+	}
+	setCtx, cancel := context.WithCancel(ctx)
+	rs.cancel = cancel
+	rs.wg.Go(func() {
+		if err := rs.set.Run(setCtx); err != nil {
+			s.logger.Error("replica supervisor stopped", "pool", name, "err", err)
+		}
+	})
+	if rs.ctl != nil {
+		s.startController(rs)
+	}
+}
+
+func (s *Server) startController(rs *replicaSet) {
+	ctx, cancel := context.WithCancel(s.runCtx)
+	rs.cancelCtl = cancel
+	ctl := rs.ctl
+	rs.wg.Go(func() { _ = ctl.Run(ctx) })
+}
+
+// stopSet stops a set's controller, drains and stops its replicas (bounded
+// by stop_timeout plus the kill grace), and waits for its goroutines.
+func (s *Server) stopSet(name string, rs *replicaSet, stopTimeout time.Duration) {
+	if rs.cancelCtl != nil {
+		rs.cancelCtl()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout+15*time.Second)
+	defer cancel()
+	if err := rs.set.Close(ctx); err != nil {
+		s.logger.Warn("replicas did not stop in time; killed", "pool", name, "err", err)
+	}
+	if rs.cancel != nil {
+		rs.cancel()
+	}
+	rs.wg.Wait()
+}
+
+// pendingJobs is the number of queued jobs for pool, which count as demand.
+func (s *Server) pendingJobs(pool string) int64 {
+	if s.jobsPending == nil {
+		return 0
+	}
+	return int64(s.jobsPending(pool))
+}
