@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"net/http"
-	"time"
 	"testing"
+	"time"
 )
 
 func TestCopyHeaderDropsHopByHop(t *testing.T) {
