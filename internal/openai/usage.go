@@ -1,0 +1,513 @@
+package openai
+
+import (
+	"encoding/json"
+	"fmt"
+	"mime"
+)
+
+// Usage is the token count a backend reports for one response.
+type Usage struct {
+	PromptTokens     int64
+	CompletionTokens int64
+	// TotalTokens is the backend's total, or PromptTokens+CompletionTokens
+	// when the backend leaves it out.
+	TotalTokens int64
+}
+
+// maxUsageValue bounds the bytes kept of one "usage" value. Real usage
+// objects are a few hundred bytes (with the *_tokens_details breakdowns);
+// anything longer is not one and is ignored.
+const maxUsageValue = 4 << 10
+
+// UsageScanner finds the token usage in a response body while the body
+// passes through, without keeping the body. Feed it every byte of the
+// response, in order and in chunks of any size, with Write; then ask Usage.
+//
+// For a JSON body it finds the top-level "usage" member wherever it stands;
+// for a server-sent event stream (text/event-stream) it looks at each event's
+// data the same way and keeps the last non-null usage, which is where OpenAI
+// reports it (the final chunk, when the request set
+// stream_options.include_usage). Either way it holds at most one usage value
+// (4 KiB) and a few words of parser state, however long the body, and the
+// result does not depend on how the body is split into chunks.
+//
+// Both the OpenAI names (prompt_tokens, completion_tokens) and the Responses
+// API names (input_tokens, output_tokens) are understood. The zero value is a
+// scanner for a JSON body. A UsageScanner is not safe for concurrent use.
+type UsageScanner struct {
+	sse bool
+
+	// Server-sent event line state.
+	lineStart bool // at the first byte of a line
+	field     int  // bytes of "data" matched at the start of this line; -1 when not a data line
+	inData    bool // past "data:" on this line: bytes go to the JSON finder
+	skipSpace bool // just past "data:": one leading space is not part of the value
+	afterCR   bool // the previous byte was a CR, so a following LF ends nothing
+	eventData bool // the current event has had a data line
+
+	json jsonUsageFinder
+
+	usage Usage
+	found bool
+}
+
+// NewUsageScanner returns a scanner for a response with the given
+// Content-Type: text/event-stream is read as server-sent events, anything
+// else as JSON.
+func NewUsageScanner(contentType string) *UsageScanner {
+	s := &UsageScanner{}
+	s.Reset(contentType)
+	return s
+}
+
+// Reset readies s for a new response with the given Content-Type, keeping
+// its buffer.
+func (s *UsageScanner) Reset(contentType string) {
+	buf := s.json.value[:0]
+	*s = UsageScanner{}
+	s.json.value = buf
+	s.sse = isEventStream(contentType)
+	s.lineStart = true
+}
+
+func isEventStream(contentType string) bool {
+	if contentType == "text/event-stream" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "text/event-stream"
+}
+
+// Write scans p. It never fails and never keeps p.
+func (s *UsageScanner) Write(p []byte) (int, error) {
+	if !s.sse {
+		s.json.feed(p)
+		if u, ok := s.json.take(); ok {
+			s.usage, s.found = u, true
+		}
+		return len(p), nil
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c == '\n' && s.afterCR {
+			s.afterCR = false
+			continue
+		}
+		s.afterCR = c == '\r'
+		if c == '\n' || c == '\r' {
+			s.endLine()
+			continue
+		}
+		if s.inData {
+			if s.skipSpace {
+				s.skipSpace = false
+				if c == ' ' {
+					continue
+				}
+			}
+			// Hand the rest of the line to the finder in one piece.
+			j := i
+			for j < len(p) && p[j] != '\n' && p[j] != '\r' {
+				j++
+			}
+			s.json.feed(p[i:j])
+			i = j - 1
+			continue
+		}
+		s.fieldByte(c)
+	}
+	return len(p), nil
+}
+
+// fieldByte advances the match of the field name at the start of a line
+// against "data:".
+func (s *UsageScanner) fieldByte(c byte) {
+	const name = "data"
+	if s.lineStart {
+		s.lineStart = false
+		s.field = 0
+	}
+	switch {
+	case s.field < 0:
+	case s.field < len(name) && c == name[s.field]:
+		s.field++
+	case s.field == len(name) && c == ':':
+		s.inData = true
+		s.skipSpace = true
+		if s.eventData {
+			// Data lines of one event are joined by a newline, which
+			// JSON reads as white space.
+			s.json.feed(newline)
+		}
+		s.eventData = true
+	default:
+		s.field = -1
+	}
+}
+
+var newline = []byte{'\n'}
+
+// endLine handles a line terminator: a blank line ends the event.
+func (s *UsageScanner) endLine() {
+	if s.lineStart {
+		s.endEvent()
+		return
+	}
+	if !s.inData && s.field == len("data") {
+		// A line reading just "data" is a data line with an empty value.
+		if s.eventData {
+			s.json.feed(newline)
+		}
+		s.eventData = true
+	}
+	s.lineStart = true
+	s.inData = false
+	s.field = 0
+}
+
+func (s *UsageScanner) endEvent() {
+	if u, ok := s.json.take(); ok {
+		s.usage, s.found = u, true
+	}
+	s.json.reset()
+	s.eventData = false
+}
+
+// Usage returns the last usage seen, and whether there was one. For an event
+// stream, usage in an event not yet ended by a blank line is included, so a
+// stream cut right after its final data line still counts.
+func (s *UsageScanner) Usage() (Usage, bool) {
+	if s.sse && s.eventData {
+		if u, ok := s.json.peek(); ok {
+			return u, true
+		}
+	}
+	return s.usage, s.found
+}
+
+// jsonUsageFinder is a push parser that tracks just enough of JSON's
+// structure (nesting, strings, the member names of the top-level object) to
+// capture the value of a top-level "usage" member. It does not validate:
+// input that is not JSON yields no usage, never an error. It works byte by
+// byte (skipping through string contents in bulk), so how the input is
+// split across feeds cannot change what it finds.
+type jsonUsageFinder struct {
+	depth     int
+	topObject bool // the top-level value is an object
+	inString  bool
+	escaped   bool
+	expectKey bool // at depth 1, the next string is a member name
+	inKey     bool
+	keyMatch  int  // bytes of "usage" matched in the current name; -1 when not it
+	afterKey  bool // the current member is "usage" and its value has not begun
+	capture   captureKind
+	overflow  bool
+	value     []byte
+
+	result Usage
+	ready  bool // result holds a usage found since the last take
+}
+
+type captureKind uint8
+
+const (
+	captureNone     captureKind = iota
+	captureString               // ends at its closing quote
+	captureCompound             // an object or array: ends when depth is back to 1
+	captureScalar               // a literal or number: ends before a delimiter
+)
+
+func (f *jsonUsageFinder) reset() {
+	buf := f.value[:0]
+	*f = jsonUsageFinder{value: buf}
+}
+
+func (f *jsonUsageFinder) feed(p []byte) {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if f.capture == captureScalar && isDelimiter(c) {
+			f.finishCapture()
+		}
+		if f.capture != captureNone {
+			f.captureBytes(p[i : i+1])
+		}
+		if f.inString {
+			switch {
+			case f.escaped:
+				f.escaped = false
+				f.keyMatch = -1
+			case c == '\\':
+				f.escaped = true
+			case c == '"':
+				f.inString = false
+				if f.inKey {
+					f.inKey = false
+					f.afterKey = f.keyMatch == len("usage")
+				} else if f.capture == captureString && f.depth == 1 {
+					f.finishCapture()
+				}
+			case f.inKey:
+				if f.keyMatch >= 0 && f.keyMatch < len("usage") && c == "usage"[f.keyMatch] {
+					f.keyMatch++
+				} else {
+					f.keyMatch = -1
+				}
+			default:
+				// Skip through the string's plain bytes in bulk.
+				j := i + 1
+				for j < len(p) && p[j] != '"' && p[j] != '\\' {
+					j++
+				}
+				if f.capture != captureNone {
+					f.captureBytes(p[i+1 : j])
+				}
+				i = j - 1
+			}
+			continue
+		}
+		switch c {
+		case ' ', '\t', '\n', '\r', ':':
+		case '"':
+			f.inString = true
+			if f.depth == 1 && f.topObject && f.expectKey {
+				f.inKey = true
+				f.keyMatch = 0
+				f.expectKey = false
+			} else {
+				f.beginValue(captureString, c)
+			}
+		case '{', '[':
+			f.beginValue(captureCompound, c)
+			if f.depth == 0 {
+				f.topObject = c == '{'
+				f.expectKey = true
+			}
+			f.depth++
+		case '}', ']':
+			if f.depth > 0 {
+				f.depth--
+			}
+			if f.capture == captureCompound && f.depth == 1 {
+				f.finishCapture()
+			}
+		case ',':
+			if f.depth == 1 {
+				f.expectKey = true
+			}
+		default:
+			if f.capture == captureNone {
+				f.beginValue(captureScalar, c)
+			}
+		}
+	}
+}
+
+// beginValue notes the first byte c of a value; when it is the value of the
+// top-level "usage" member, capture begins with it.
+func (f *jsonUsageFinder) beginValue(kind captureKind, c byte) {
+	if !f.afterKey {
+		return
+	}
+	f.afterKey = false
+	if f.depth != 1 {
+		return
+	}
+	f.capture = kind
+	f.overflow = false
+	f.value = append(f.value[:0], c)
+}
+
+func (f *jsonUsageFinder) captureBytes(b []byte) {
+	if room := maxUsageValue - len(f.value); len(b) > room {
+		b = b[:room]
+		f.overflow = true
+	}
+	f.value = append(f.value, b...)
+}
+
+func isDelimiter(c byte) bool {
+	switch c {
+	case ',', '}', ']', ' ', '\t', '\n', '\r':
+		return true
+	}
+	return false
+}
+
+func (f *jsonUsageFinder) finishCapture() {
+	f.capture = captureNone
+	if f.overflow {
+		return
+	}
+	if u, ok := parseUsage(f.value); ok {
+		f.result, f.ready = u, true
+	}
+}
+
+// take returns a usage completed since the last take.
+func (f *jsonUsageFinder) take() (Usage, bool) {
+	if !f.ready {
+		return Usage{}, false
+	}
+	f.ready = false
+	return f.result, true
+}
+
+// peek is take without consuming.
+func (f *jsonUsageFinder) peek() (Usage, bool) { return f.result, f.ready }
+
+type wireUsage struct {
+	PromptTokens     *int64 `json:"prompt_tokens"`
+	CompletionTokens *int64 `json:"completion_tokens"`
+	TotalTokens      *int64 `json:"total_tokens"`
+	InputTokens      *int64 `json:"input_tokens"`
+	OutputTokens     *int64 `json:"output_tokens"`
+}
+
+func parseUsage(b []byte) (Usage, bool) {
+	if len(b) == 0 || b[0] != '{' {
+		return Usage{}, false // null, or not an object
+	}
+	var w wireUsage
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Usage{}, false
+	}
+	var u Usage
+	switch {
+	case w.PromptTokens != nil || w.CompletionTokens != nil:
+		u.PromptTokens, u.CompletionTokens = deref(w.PromptTokens), deref(w.CompletionTokens)
+	case w.InputTokens != nil || w.OutputTokens != nil:
+		u.PromptTokens, u.CompletionTokens = deref(w.InputTokens), deref(w.OutputTokens)
+	default:
+		if w.TotalTokens == nil {
+			return Usage{}, false
+		}
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	if w.TotalTokens != nil {
+		u.TotalTokens = *w.TotalTokens
+	}
+	if u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens < 0 {
+		return Usage{}, false
+	}
+	return u, true
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// RequestInfo is what the gateway needs from an OpenAI-style request body.
+type RequestInfo struct {
+	// Model is the "model" field; "" when absent.
+	Model string
+	// Stream is the "stream" field.
+	Stream bool
+	// IncludeUsage is stream_options.include_usage: the backend will report
+	// usage in the final chunk of a stream.
+	IncludeUsage bool
+	// MaxTokens is max_completion_tokens, or else max_tokens; 0 when neither
+	// is set.
+	MaxTokens int64
+	// N is the number of choices asked for ("n"); 1 when absent.
+	N int64
+	// PromptBytes is the size of the JSON text of the fields that carry
+	// input: messages, prompt, input, instructions, suffix, tools.
+	PromptBytes int64
+}
+
+// bytesPerToken is the rough size of a token in JSON text: English averages
+// about four characters per token, and JSON quoting and structure only make
+// a prompt's text longer, so this overestimates, which is the safe side for
+// a reservation that is settled later.
+const bytesPerToken = 4
+
+// PromptTokensEstimate is a cheap upper-leaning estimate of the prompt's
+// tokens from PromptBytes.
+func (ri RequestInfo) PromptTokensEstimate() int64 {
+	return (ri.PromptBytes + bytesPerToken - 1) / bytesPerToken
+}
+
+// TokenReservation is the number of tokens to reserve against a tokens-per-
+// minute limit before forwarding the request: the prompt estimate plus N
+// times the completion budget, which is MaxTokens or, when the request sets
+// none, defaultMaxTokens.
+func (ri RequestInfo) TokenReservation(defaultMaxTokens int64) int64 {
+	completion := ri.MaxTokens
+	if completion <= 0 {
+		completion = defaultMaxTokens
+	}
+	n := ri.N
+	if n < 1 {
+		n = 1
+	}
+	return ri.PromptTokensEstimate() + n*completion
+}
+
+// jsonSize decodes nothing: it records how long a JSON value is.
+type jsonSize int64
+
+func (n *jsonSize) UnmarshalJSON(b []byte) error {
+	*n += jsonSize(len(b))
+	return nil
+}
+
+type peekRequest struct {
+	Model         string `json:"model"`
+	Stream        bool   `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	MaxTokens           *int64 `json:"max_tokens"`
+	MaxCompletionTokens *int64 `json:"max_completion_tokens"`
+	N                   *int64 `json:"n"`
+
+	Messages     jsonSize `json:"messages"`
+	Prompt       jsonSize `json:"prompt"`
+	Input        jsonSize `json:"input"`
+	Instructions jsonSize `json:"instructions"`
+	Suffix       jsonSize `json:"suffix"`
+	Tools        jsonSize `json:"tools"`
+}
+
+// PeekRequest reads the fields of an OpenAI-style JSON request body that
+// routing and accounting need. It decodes with encoding/json into a small
+// struct: fields it does not name are skipped without being built, and the
+// prompt-bearing fields are only measured, not decoded, so the cost is one
+// validating pass over the body and no allocation proportional to it. The
+// error, for a body that is not a JSON object or whose fields have the wrong
+// types, is meant for a 400 response.
+func PeekRequest(body []byte) (RequestInfo, error) {
+	var p peekRequest
+	if err := json.Unmarshal(body, &p); err != nil {
+		return RequestInfo{}, fmt.Errorf("read request body: %w", err)
+	}
+	ri := RequestInfo{
+		Model:       p.Model,
+		Stream:      p.Stream,
+		N:           1,
+		PromptBytes: int64(p.Messages + p.Prompt + p.Input + p.Instructions + p.Suffix + p.Tools),
+	}
+	if p.StreamOptions != nil {
+		ri.IncludeUsage = p.StreamOptions.IncludeUsage
+	}
+	switch {
+	case p.MaxCompletionTokens != nil:
+		ri.MaxTokens = *p.MaxCompletionTokens
+	case p.MaxTokens != nil:
+		ri.MaxTokens = *p.MaxTokens
+	}
+	if ri.MaxTokens < 0 {
+		return RequestInfo{}, fmt.Errorf("read request body: max_tokens must not be negative")
+	}
+	if p.N != nil {
+		if *p.N < 1 {
+			return RequestInfo{}, fmt.Errorf("read request body: n must be at least 1")
+		}
+		ri.N = *p.N
+	}
+	return ri, nil
+}
