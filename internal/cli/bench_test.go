@@ -98,7 +98,7 @@ func TestBenchCmdErrors(t *testing.T) {
 		{"no url", []string{"--model", "m"}, "url is required"},
 		{"rate and concurrency", []string{"--url", closed, "--model", "m", "--rate", "1", "--concurrency", "1"}, "exclusive"},
 		{"bad header", []string{"--url", closed, "--model", "m", "--header", "novalue"}, "header"},
-		{"nothing succeeds", []string{"--url", closed, "--model", "m", "--rate", "20", "--duration", "100ms", "-q"}, "no request succeeded"},
+		{"nothing succeeds", []string{"--url", closed, "--model", "m", "--rate", "20", "--arrivals", "constant", "--duration", "300ms", "-q"}, "no request succeeded"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
