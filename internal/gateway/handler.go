@@ -12,9 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-ai/sluice/internal/auth"
+	"github.com/sluice-ai/sluice/internal/cache"
 	"github.com/sluice-ai/sluice/internal/config"
 	"github.com/sluice-ai/sluice/internal/openai"
 	"github.com/sluice-ai/sluice/internal/proxy"
+	"github.com/sluice-ai/sluice/internal/ratelimit"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
@@ -22,8 +25,25 @@ import (
 // ones are replaced so logs stay clean.
 const maxRequestIDLen = 128
 
-// ServeHTTP is the data plane: route the request to a pool, forward it, log
-// it.
+// call is what the gateway learned about one request on its way through.
+type call struct {
+	pr     *proxy.Request
+	info   openai.RequestInfo // from the JSON body, when it was read
+	model  string
+	tenant *auth.Tenant // nil on an open gateway
+}
+
+// tenantName labels metrics and logs ("" on an open gateway).
+func (c *call) tenantName() string {
+	if c.tenant == nil {
+		return ""
+	}
+	return c.tenant.Name
+}
+
+// ServeHTTP is the data plane: authenticate, route the request to a pool,
+// admit it under the tenant's limits, answer from the cache or forward it,
+// account its tokens, log it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	reqID := requestID(r.Header.Get("X-Request-Id"))
@@ -31,34 +51,115 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := s.table.Load()
 
 	var (
-		pool *upstream.Pool
-		res  proxy.Result
+		c   call
+		res proxy.Result
 	)
 	defer func() {
-		s.logRequest(r, pool, reqID, start, &res)
+		s.logRequest(r, &c, reqID, start, &res)
 		if res.Abort {
 			panic(http.ErrAbortHandler)
 		}
 	}()
+	fail := func(e *openai.Error) {
+		e.Write(w)
+		res.Status = e.Status
+		if c.pr == nil {
+			s.unrouted.Inc(e.Status)
+		} else {
+			c.pr.Pool.Metrics.Requests.Inc(e.Status)
+		}
+	}
 
-	pr, apiErr := s.route(w, r, t)
-	if apiErr != nil {
-		apiErr.Write(w)
-		res.Status = apiErr.Status
-		s.unrouted.Inc(apiErr.Status)
+	if a := t.auth; a != nil {
+		tenant, e := a.Authenticate(r)
+		if e != nil {
+			fail(e)
+			return
+		}
+		c.tenant = tenant
+	}
+	if e := s.route(w, r, t, &c); e != nil {
+		fail(e)
 		return
 	}
-	if pr == nil { // answered locally (GET /v1/models)
+	if c.pr == nil { // answered here (GET /v1/models)
 		res.Status = http.StatusOK
 		return
 	}
-	pool = pr.Pool
-	pr.RequestID = reqID
-	pr.Priority = upstream.ParsePriority(r.Header.Get("X-Sluice-Priority"))
-	res = s.serve(w, r, t, pr)
-	pool.Metrics.Requests.Inc(res.Status)
-	pool.Metrics.Duration.Observe(time.Since(start).Seconds())
+	if c.tenant != nil && c.model != "" && !c.tenant.MayUse(c.model) {
+		fail(openai.Forbidden("tenant " + c.tenant.Name + " may not use model \"" + c.model + "\""))
+		return
+	}
+	pool := c.pr.Pool
+	c.pr.RequestID = reqID
+	c.pr.Priority = upstream.ParsePriority(r.Header.Get("X-Sluice-Priority"))
+
+	var ticket *ratelimit.Ticket
+	if c.tenant != nil {
+		var e *openai.Error
+		ticket, e = s.limiter.Admit(r.Context(), c.tenant.Name, c.tenant.Limits, c.info.TokenReservation(defaultMaxTokens))
+		ticket.SetHeaders(w.Header())
+		if e != nil {
+			fail(e)
+			return
+		}
+	}
+	var usage *openai.UsageScanner
+	c.pr.Observe = func(h http.Header, p []byte) {
+		if usage == nil {
+			usage = openai.NewUsageScanner(h.Get("Content-Type"))
+		}
+		_, _ = usage.Write(p)
+	}
+
+	pc := pool.Config()
+	if ttl := pc.Cache.TTL.D(); ttl > 0 && s.cache != nil && c.pr.Body != nil {
+		tenant := ""
+		if pc.Cache.PerTenant {
+			tenant = c.tenantName()
+		}
+		if key, err := cache.KeyFor(pool.Name(), r.URL.Path, c.pr.Body, tenant); err == nil {
+			s.cache.Serve(w, r, key, ttl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				res = s.serve(w, r, t, c.pr)
+				if res.Abort {
+					panic(http.ErrAbortHandler) // so the cache drops what it recorded
+				}
+			}))
+			if res.Status == 0 { // answered from the cache
+				res.Status = http.StatusOK
+			}
+		} else {
+			res = s.serve(w, r, t, c.pr)
+		}
+	} else {
+		res = s.serve(w, r, t, c.pr)
+	}
+
+	tokens := int64(-1) // unknown: the reservation stands
+	if usage != nil {
+		if u, ok := usage.Usage(); ok {
+			tokens = u.PromptTokens + u.CompletionTokens
+			if u.PromptTokens > 0 {
+				s.metrics.Tokens.WithLabelValues(c.pr.Pool.Name(), c.tenantName(), "prompt").Add(float64(u.PromptTokens))
+			}
+			if u.CompletionTokens > 0 {
+				s.metrics.Tokens.WithLabelValues(c.pr.Pool.Name(), c.tenantName(), "completion").Add(float64(u.CompletionTokens))
+			}
+		}
+	} else if w.Header().Get("X-Sluice-Cache") == "hit" {
+		tokens = 0 // no model ran
+	}
+	if ticket != nil {
+		ticket.Done(tokens)
+	}
+	c.pr.Pool.Metrics.Requests.Inc(res.Status)
+	c.pr.Pool.Metrics.Duration.Observe(time.Since(start).Seconds())
 }
+
+// defaultMaxTokens is the completion budget reserved against a tokens-per-
+// minute limit for a request that sets no max_tokens (it is settled to the
+// real usage afterwards).
+const defaultMaxTokens = 1024
 
 // serve forwards to the request's pool and, when that pool cannot serve it
 // (no capacity, breaker open, retries exhausted — and nothing was written
@@ -93,56 +194,59 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *table, pr *pro
 	return res
 }
 
-// route decides which pool serves r. It returns (nil, nil) when it answered
-// the request itself.
-func (s *Server) route(w http.ResponseWriter, r *http.Request, t *table) (*proxy.Request, *openai.Error) {
+// route decides which pool serves r and fills c. It leaves c.pr nil when it
+// answered the request itself.
+func (s *Server) route(w http.ResponseWriter, r *http.Request, t *table, c *call) *openai.Error {
 	if p := t.routeFor(r); p != nil {
-		pr := &proxy.Request{Pool: p}
-		if h, ok := t.hash[p.Name()]; ok && h.Kind == "json" {
+		c.pr = &proxy.Request{Pool: p}
+		if h, ok := t.hash[p.Name()]; ok && h.Kind == config.HashJSON {
 			body, err := s.readBody(w, r, t.cfg)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			pr.Body = body
+			c.pr.Body = body
 		}
-		pr.HashKey = hashKey(t, p, r, pr.Body)
-		return pr, nil
+		c.pr.HashKey = hashKey(t, p, r, c.pr.Body)
+		return nil
 	}
 	switch {
 	case r.URL.Path == "/v1/models" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		s.listModels(w, t)
-		return nil, nil
+		s.listModels(w, t, c.tenant)
+		return nil
 	case strings.HasPrefix(r.URL.Path, "/v1/"):
 		if r.Method != http.MethodPost {
-			return nil, openai.NotFound("unknown_route", "no route for "+r.Method+" "+r.URL.Path+"; OpenAI-compatible requests are POSTs with a JSON body naming a model")
+			return openai.NotFound("unknown_route", "no route for "+r.Method+" "+r.URL.Path+"; OpenAI-compatible requests are POSTs with a JSON body naming a model")
 		}
 		body, apiErr := s.readBody(w, r, t.cfg)
 		if apiErr != nil {
-			return nil, apiErr
+			return apiErr
 		}
-		peek, err := openai.PeekRequest(body)
+		info, err := openai.PeekRequest(body)
 		if err != nil {
-			return nil, openai.BadRequest("request body is not a valid JSON request: " + err.Error())
+			return openai.BadRequest("request body is not a valid JSON request: " + err.Error())
 		}
-		if peek.Model == "" {
-			return nil, openai.BadRequest("request body has no \"model\" field")
+		if info.Model == "" {
+			return openai.BadRequest("request body has no \"model\" field")
 		}
-		p := t.poolForModel(peek.Model)
+		p := t.poolForModel(info.Model)
 		if p == nil {
-			return nil, openai.NotFound("model_not_found", "model \""+peek.Model+"\" is not served here; GET /v1/models lists the models")
+			return openai.NotFound("model_not_found", "model \""+info.Model+"\" is not served here; GET /v1/models lists the models")
 		}
-		return &proxy.Request{Pool: p, Body: body, HashKey: hashKey(t, p, r, body)}, nil
+		c.info, c.model = info, info.Model
+		c.pr = &proxy.Request{Pool: p, Body: body, HashKey: hashKey(t, p, r, body)}
+		return nil
 	}
 	if name, ok := v2Model(r.URL.Path); ok {
 		p := t.poolForModel(name)
 		if p == nil {
-			return nil, openai.NotFound("model_not_found", "model \""+name+"\" is not served here")
+			return openai.NotFound("model_not_found", "model \""+name+"\" is not served here")
 		}
-		pr := &proxy.Request{Pool: p}
-		pr.HashKey = hashKey(t, p, r, nil)
-		return pr, nil
+		c.model = name
+		c.pr = &proxy.Request{Pool: p}
+		c.pr.HashKey = hashKey(t, p, r, nil)
+		return nil
 	}
-	return nil, openai.NotFound("unknown_route", "no route for "+r.Method+" "+r.URL.Path)
+	return openai.NotFound("unknown_route", "no route for "+r.Method+" "+r.URL.Path)
 }
 
 // readBody reads the whole request body, bounded by limits.max_request_body.
@@ -225,8 +329,9 @@ func jsonField(body []byte, path string) string {
 	return string(raw)
 }
 
-// listModels answers GET /v1/models from config, in OpenAI's list format.
-func (s *Server) listModels(w http.ResponseWriter, t *table) {
+// listModels answers GET /v1/models from config, in OpenAI's list format:
+// every configured model, or those the tenant may use.
+func (s *Server) listModels(w http.ResponseWriter, t *table, tenant *auth.Tenant) {
 	type model struct {
 		ID      string `json:"id"`
 		Object  string `json:"object"`
@@ -238,6 +343,9 @@ func (s *Server) listModels(w http.ResponseWriter, t *table) {
 		Data   []model `json:"data"`
 	}{Object: "list", Data: make([]model, 0, len(t.models))}
 	for _, m := range t.models {
+		if tenant != nil && !tenant.MayUse(m) {
+			continue
+		}
 		out.Data = append(out.Data, model{ID: m, Object: "model", Created: s.started.Unix(), OwnedBy: "sluice"})
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -269,14 +377,14 @@ func printableASCII(s string) bool {
 	return true
 }
 
-// logRequest writes the access-log line and counts requests no pool took.
-func (s *Server) logRequest(r *http.Request, pool *upstream.Pool, reqID string, start time.Time, res *proxy.Result) {
+// logRequest writes the access-log line.
+func (s *Server) logRequest(r *http.Request, c *call, reqID string, start time.Time, res *proxy.Result) {
 	if !s.logger.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
 	poolName := ""
-	if pool != nil {
-		poolName = pool.Name()
+	if c.pr != nil {
+		poolName = c.pr.Pool.Name()
 	}
 	attrs := [...]slog.Attr{
 		slog.String("method", r.Method),
@@ -288,6 +396,7 @@ func (s *Server) logRequest(r *http.Request, pool *upstream.Pool, reqID string, 
 		slog.Int64("bytes", res.Bytes),
 		slog.String("request_id", reqID),
 		slog.Int("attempts", res.Attempts),
+		slog.String("tenant", c.tenantName()),
 	}
 	if res.Err != nil {
 		s.logger.LogAttrs(r.Context(), slog.LevelInfo, "request", append(attrs[:], slog.String("err", res.Err.Error()))...)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sluice-ai/sluice/internal/auth"
 	"github.com/sluice-ai/sluice/internal/config"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
@@ -22,6 +23,7 @@ type table struct {
 	globs  []globRoute               // in config order
 	hash   map[string]config.HashOn  // pool name -> parsed hash_on (consistent_hash pools only)
 	models []string                  // every configured model name, for GET /v1/models
+	auth   *auth.Authenticator       // nil: an open gateway
 }
 
 type route struct {

@@ -21,10 +21,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sluice-ai/sluice/internal/autoscale"
+	"github.com/sluice-ai/sluice/internal/cache"
 	"github.com/sluice-ai/sluice/internal/config"
 	"github.com/sluice-ai/sluice/internal/metrics"
 	"github.com/sluice-ai/sluice/internal/proxy"
+	"github.com/sluice-ai/sluice/internal/ratelimit"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
@@ -58,6 +62,10 @@ type Server struct {
 	pools   map[string]*upstream.Pool
 	sets    map[string]*replicaSet // process pools' supervisors
 	removed sync.WaitGroup         // supervisors of removed pools, draining
+
+	redis   *redis.Client      // nil without redis.url
+	limiter *ratelimit.Limiter // per-tenant limits (global with Redis)
+	cache   *cache.Cache       // response cache for pools with cache.ttl
 
 	exe              string // what a process command's "sluice" runs
 	autoscaleMetrics *autoscale.Metrics
@@ -100,6 +108,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.exe = exe
 	s.autoscaleMetrics = autoscale.NewMetrics(reg)
+	if err := s.openShared(cfg); err != nil {
+		return nil, err
+	}
 	s.unrouted = metrics.NewCodeCounters(s.metrics.Requests, "")
 	reg.MustRegister(poolCollector{s})
 	if err := s.apply(cfg); err != nil {
@@ -150,6 +161,9 @@ func (s *Server) apply(cfg *config.Config) error {
 	if err == nil {
 		newSets, err = s.reconcileReplicasLocked(cfg, next)
 	}
+	if err == nil {
+		t.auth, err = s.authenticatorFor(cfg)
+	}
 	if err != nil {
 		for _, c := range created {
 			c.Close()
@@ -159,7 +173,9 @@ func (s *Server) apply(cfg *config.Config) error {
 		}
 		return err
 	}
-	s.table.Store(t)
+	if old := s.table.Swap(t); old != nil && old.auth != nil && old.auth != t.auth {
+		old.auth.Close()
+	}
 	for name, p := range s.pools {
 		if _, ok := next[name]; !ok {
 			p.Close()
@@ -342,6 +358,10 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, p := range s.pools {
 		p.Close()
 	}
+	if a := s.table.Load().auth; a != nil {
+		a.Close()
+	}
 	s.mu.Unlock()
+	s.closeShared()
 	return err
 }
