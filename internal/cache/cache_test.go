@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/sluice-ai/sluice/internal/redistest"
 	"io"
 	"log"
 	"net/http"
@@ -617,11 +618,11 @@ func TestEventSplitter(t *testing.T) {
 }
 
 func TestRedisSharedBetweenReplicas(t *testing.T) {
-	srv := startRedis(t)
-	prefix := uniquePrefix(t)
+	srv := redistest.Start(t)
+	prefix := redistest.UniquePrefix(t)
 	clock := clockwork.NewFakeClockAt(t0)
-	a := newCache(t, Options{Redis: srv.client(t), RedisPrefix: prefix, Clock: clock})
-	bc := newCache(t, Options{Redis: srv.client(t), RedisPrefix: prefix, Clock: clock})
+	a := newCache(t, Options{Redis: srv.Client(t), RedisPrefix: prefix, Clock: clock})
+	bc := newCache(t, Options{Redis: srv.Client(t), RedisPrefix: prefix, Clock: clock})
 
 	upstream := newBackend(t, streamer)
 	ga := newGateway(t, a, upstream, time.Minute)
@@ -630,7 +631,7 @@ func TestRedisSharedBetweenReplicas(t *testing.T) {
 
 	first := mustPost(t, ga.URL, body)
 	key, _ := KeyFor("chat", "/v1/chat/completions", []byte(body), "")
-	rdb := srv.client(t)
+	rdb := srv.Client(t)
 	waitFor(t, "the entry in Redis", func() bool { return rdb.Exists(context.Background(), prefix+key.String()).Val() == 1 })
 
 	second := mustPost(t, gb.URL, body)
@@ -648,7 +649,7 @@ func TestRedisSharedBetweenReplicas(t *testing.T) {
 
 	// An entry past its time in Redis's copy is a miss.
 	clock.Advance(time.Minute)
-	c := newCache(t, Options{Redis: srv.client(t), RedisPrefix: prefix, Clock: clock})
+	c := newCache(t, Options{Redis: srv.Client(t), RedisPrefix: prefix, Clock: clock})
 	if e := c.lookupRedis(context.Background(), key); e != nil {
 		t.Fatal("expired entry served from Redis")
 	}
@@ -658,9 +659,9 @@ func TestRedisOnly(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Fatal("New accepted a cache with no memory and no Redis")
 	}
-	srv := startRedis(t)
-	prefix := uniquePrefix(t)
-	c, err := New(Options{Redis: srv.client(t), RedisPrefix: prefix})
+	srv := redistest.Start(t)
+	prefix := redistest.UniquePrefix(t)
+	c, err := New(Options{Redis: srv.Client(t), RedisPrefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -669,7 +670,7 @@ func TestRedisOnly(t *testing.T) {
 	next := func(w http.ResponseWriter, r *http.Request) { calls.Add(1); _, _ = io.WriteString(w, "{}") }
 	direct(c, chatBody, next)
 	key, _ := KeyFor("chat", "/v1/chat/completions", []byte(chatBody), "")
-	rdb := srv.client(t)
+	rdb := srv.Client(t)
 	waitFor(t, "the entry in Redis", func() bool { return rdb.Exists(context.Background(), prefix+key.String()).Val() == 1 })
 	if w := direct(c, chatBody, next); w.Header().Get("X-Sluice-Cache") != "hit" || calls.Load() != 1 {
 		t.Fatalf("second request: %s after %d upstream calls, want a hit from Redis", w.Header().Get("X-Sluice-Cache"), calls.Load())
@@ -677,13 +678,13 @@ func TestRedisOnly(t *testing.T) {
 }
 
 func TestRedisDownIsAMiss(t *testing.T) {
-	srv := startRedis(t)
-	if srv.port == 0 {
+	srv := redistest.Start(t)
+	if !srv.Private() {
 		t.Skip("needs a private redis-server to stop")
 	}
 	reg := prometheus.NewRegistry()
-	c := newCache(t, Options{Redis: srv.client(t), RedisPrefix: uniquePrefix(t), Registerer: reg})
-	srv.stop()
+	c := newCache(t, Options{Redis: srv.Client(t), RedisPrefix: redistest.UniquePrefix(t), Registerer: reg})
+	srv.Stop()
 	var calls atomic.Int32
 	next := func(w http.ResponseWriter, r *http.Request) { calls.Add(1); _, _ = io.WriteString(w, "{}") }
 	if w := direct(c, chatBody, next); w.Code != http.StatusOK || w.Header().Get("X-Sluice-Cache") != "miss" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-ai/sluice/internal/redistest"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,7 +33,7 @@ const slowMachine = 10 * time.Second
 // cross-replica proof: three Limiters, each with its own client, share one
 // Redis and one (fake) time; a concurrent burst admits exactly the limit.
 func TestRedisBurstIsExactAcrossLimiters(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	tests := []struct {
 		name    string
 		lim     config.TenantLimits
@@ -45,11 +46,11 @@ func TestRedisBurstIsExactAcrossLimiters(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			prefix := uniquePrefix(t)
+			prefix := redistest.UniquePrefix(t)
 			clock := clockwork.NewFakeClockAt(t0)
 			var limiters []*Limiter
 			for range 3 {
-				limiters = append(limiters, newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine}))
+				limiters = append(limiters, newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine}))
 			}
 			var (
 				wg    sync.WaitGroup
@@ -80,10 +81,10 @@ func TestRedisBurstIsExactAcrossLimiters(t *testing.T) {
 // TestRedisServerClock runs with no Clock: Redis's own TIME is the time.
 // With rpm 2 a burst admits exactly 2 unless the test takes 30s.
 func TestRedisServerClock(t *testing.T) {
-	srv := startRedis(t)
-	prefix := uniquePrefix(t)
-	a := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: prefix, RedisTimeout: slowMachine})
-	b := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: prefix, RedisTimeout: slowMachine})
+	srv := redistest.Start(t)
+	prefix := redistest.UniquePrefix(t)
+	a := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: prefix, RedisTimeout: slowMachine})
+	b := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: prefix, RedisTimeout: slowMachine})
 	lim := config.TenantLimits{RPM: 2}
 	got := len(burst(a, "t", lim, 20, 0)) + len(burst(b, "t", lim, 20, 0))
 	if got != 2 {
@@ -96,11 +97,11 @@ func TestRedisServerClock(t *testing.T) {
 }
 
 func TestRedisSettlement(t *testing.T) {
-	srv := startRedis(t)
-	prefix := uniquePrefix(t)
+	srv := redistest.Start(t)
+	prefix := redistest.UniquePrefix(t)
 	clock := clockwork.NewFakeClockAt(t0)
-	a := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
-	b := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
+	a := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
+	b := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
 	lim := config.TenantLimits{TPM: 1000, Concurrency: 1}
 	ctx := context.Background()
 
@@ -139,19 +140,19 @@ func TestRedisSettlement(t *testing.T) {
 // TestRedisLeases shows a slot surviving its lease while renewed, and
 // expiring when its gateway is gone.
 func TestRedisLeases(t *testing.T) {
-	srv := startRedis(t)
-	prefix := uniquePrefix(t)
+	srv := redistest.Start(t)
+	prefix := redistest.UniquePrefix(t)
 	clock := clockwork.NewFakeClockAt(t0)
 	ctx := context.Background()
-	live := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
-	other := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
+	live := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
+	other := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
 	lim := config.TenantLimits{Concurrency: 1}
 
 	held, err := live.Admit(ctx, "t", lim, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := srv.client(t)
+	rdb := srv.Client(t)
 	_, _, conc := live.keys("t")
 	score := func() float64 { return rdb.ZScore(ctx, conc, held.id).Val() }
 	initial := score()
@@ -179,17 +180,17 @@ func TestRedisLeases(t *testing.T) {
 // TestRedisScriptFlush: Redis losing the scripts (a restart) costs nothing
 // but a reload.
 func TestRedisScriptFlush(t *testing.T) {
-	srv := startRedis(t)
-	prefix := uniquePrefix(t)
+	srv := redistest.Start(t)
+	prefix := redistest.UniquePrefix(t)
 	clock := clockwork.NewFakeClockAt(t0)
-	l := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
+	l := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: prefix, Clock: clock, RedisTimeout: slowMachine})
 	ctx := context.Background()
 	lim := config.TenantLimits{Concurrency: 1}
 	tk, err := l.Admit(ctx, "t", lim, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.client(t).ScriptFlush(ctx).Err(); err != nil {
+	if err := srv.Client(t).ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	tk.Done(0)
@@ -207,20 +208,20 @@ func TestRedisScriptFlush(t *testing.T) {
 }
 
 func TestRedisFailOpen(t *testing.T) {
-	srv := startRedis(t)
-	if srv.port == 0 {
+	srv := redistest.Start(t)
+	if !srv.Private() {
 		t.Skip("needs a private redis-server to stop")
 	}
 	reg := prometheus.NewRegistry()
 	clock := clockwork.NewFakeClockAt(t0)
-	l := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: uniquePrefix(t), Clock: clock, Registerer: reg})
+	l := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: redistest.UniquePrefix(t), Clock: clock, Registerer: reg})
 	ctx := context.Background()
 	lim := config.TenantLimits{RPM: 5}
 
 	if _, err := l.Admit(ctx, "t", lim, 0); err != nil {
 		t.Fatal(err)
 	}
-	srv.stop()
+	srv.Stop()
 
 	// Redis is gone: requests are still decided, under per-process limits.
 	got := len(burst(l, "t", lim, 50, 0))
@@ -237,7 +238,7 @@ func TestRedisFailOpen(t *testing.T) {
 		t.Fatalf("sluice_ratelimit_redis_errors_total = %v, want >= 1", v)
 	}
 
-	srv.start(t)
+	srv.Restart(t)
 	if err := clock.BlockUntilContext(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestRedisFailOpen(t *testing.T) {
 	if got := len(burst(l, "t2", lim, 20, 0)); got != 5 {
 		t.Fatalf("admitted %d after recovery, want 5", got)
 	}
-	n, err := srv.client(t).Exists(ctx, l.prefix+"{t2}:r").Result()
+	n, err := srv.Client(t).Exists(ctx, l.prefix+"{t2}:r").Result()
 	if err != nil || n != 1 {
 		t.Fatalf("state not in Redis after recovery (exists = %d, %v)", n, err)
 	}
@@ -266,8 +267,8 @@ func TestCrossProcessBurst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	srv := startRedis(t)
-	prefix := uniquePrefix(t)
+	srv := redistest.Start(t)
+	prefix := redistest.UniquePrefix(t)
 	const procs, total, rpm = 3, 1000, 100
 	// A stuck helper fails the test instead of hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -288,7 +289,7 @@ func TestCrossProcessBurst(t *testing.T) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		cmd.Env = append(os.Environ(),
 			"SLUICE_RL_HELPER=1",
-			"SLUICE_RL_REDIS="+srv.addr,
+			"SLUICE_RL_REDIS="+srv.Addr,
 			"SLUICE_RL_PREFIX="+prefix,
 			"SLUICE_RL_TIME="+strconv.FormatInt(t0.UnixMicro(), 10),
 			"SLUICE_RL_N="+strconv.Itoa(n),
@@ -373,9 +374,9 @@ func TestHelperBurst(t *testing.T) {
 		}
 		return v
 	}
-	srv := &redisServer{addr: os.Getenv("SLUICE_RL_REDIS")}
+	srv := &redistest.Server{Addr: os.Getenv("SLUICE_RL_REDIS")}
 	clock := clockwork.NewFakeClockAt(time.UnixMicro(env("SLUICE_RL_TIME")))
-	l := newLimiter(t, Options{Redis: srv.client(t), KeyPrefix: os.Getenv("SLUICE_RL_PREFIX"), Clock: clock, RedisTimeout: slowMachine})
+	l := newLimiter(t, Options{Redis: srv.Client(t), KeyPrefix: os.Getenv("SLUICE_RL_PREFIX"), Clock: clock, RedisTimeout: slowMachine})
 	n, rpm := int(env("SLUICE_RL_N")), int(env("SLUICE_RL_RPM"))
 	lim := config.TenantLimits{RPM: rpm}
 
@@ -424,8 +425,8 @@ func TestHelperBurst(t *testing.T) {
 // BenchmarkAdmitRedis measures one Admit and its Done against a local
 // Redis: one round trip for Admit (Done is queued).
 func BenchmarkAdmitRedis(b *testing.B) {
-	srv := startRedis(b)
-	l := newLimiter(b, Options{Redis: srv.client(b), KeyPrefix: uniquePrefix(b), RedisTimeout: slowMachine})
+	srv := redistest.Start(b)
+	l := newLimiter(b, Options{Redis: srv.Client(b), KeyPrefix: redistest.UniquePrefix(b), RedisTimeout: slowMachine})
 	lim := config.TenantLimits{RPM: 1 << 30, TPM: 1 << 30, Concurrency: 1 << 20}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -441,8 +442,8 @@ func BenchmarkAdmitRedis(b *testing.B) {
 // BenchmarkRedisRoundTrip is the baseline for BenchmarkAdmitRedis: one
 // PING.
 func BenchmarkRedisRoundTrip(b *testing.B) {
-	srv := startRedis(b)
-	c := srv.client(b)
+	srv := redistest.Start(b)
+	c := srv.Client(b)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
