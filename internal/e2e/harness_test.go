@@ -156,7 +156,11 @@ func startGateway(t *testing.T, cfg string) *gateway {
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg = strings.NewReplacer("LISTEN", listen, "ADMIN", admin).Replace(cfg)
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	dir := t.TempDir()
+	if !strings.Contains(cfg, "data_dir:") {
+		cfg = "data_dir: " + filepath.Join(dir, "data") + "\n" + cfg
+	}
+	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

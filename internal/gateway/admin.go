@@ -40,6 +40,13 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		writeJSON(w, map[string]string{"status": "reloaded"})
 	})
+	mux.HandleFunc("GET /api/jobs/stats", func(w http.ResponseWriter, r *http.Request) {
+		if s.jobs == nil {
+			openai.Unavailable("jobs_unavailable", "the job system is not running", 0).Write(w)
+			return
+		}
+		s.jobs.StatsHandler().ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /{$}", s.handleUI)
 	return mux
 }

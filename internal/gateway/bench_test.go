@@ -77,6 +77,7 @@ func BenchmarkProxyOverhead(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			c.DataDir = dir
 			var logger *slog.Logger
 			if logOn {
 				logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-ai/sluice/internal/auth"
 	"github.com/sluice-ai/sluice/internal/cache"
 	"github.com/sluice-ai/sluice/internal/config"
+	"github.com/sluice-ai/sluice/internal/jobs"
 	"github.com/sluice-ai/sluice/internal/openai"
 	"github.com/sluice-ai/sluice/internal/proxy"
 	"github.com/sluice-ai/sluice/internal/ratelimit"
@@ -70,13 +71,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if a := t.auth; a != nil {
-		tenant, e := a.Authenticate(r)
+	job, fromJob := jobs.FromContext(r.Context())
+	switch {
+	case fromJob:
+		// The dispatcher runs a job the tenant submitted; it was
+		// authenticated and admitted then.
+		if job.Tenant != "" {
+			c.tenant = &auth.Tenant{Name: job.Tenant}
+		}
+	case t.auth != nil:
+		tenant, e := t.auth.Authenticate(r)
 		if e != nil {
 			fail(e)
 			return
 		}
 		c.tenant = tenant
+	}
+	if !fromJob && isJobsPath(r.URL.Path) {
+		res.Status = s.serveJobsAPI(w, r, c.tenant)
+		return
 	}
 	if e := s.route(w, r, t, &c); e != nil {
 		fail(e)
@@ -86,16 +99,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		res.Status = http.StatusOK
 		return
 	}
-	if c.tenant != nil && c.model != "" && !c.tenant.MayUse(c.model) {
+	if !fromJob && c.tenant != nil && c.model != "" && !c.tenant.MayUse(c.model) {
 		fail(openai.Forbidden("tenant " + c.tenant.Name + " may not use model \"" + c.model + "\""))
 		return
 	}
 	pool := c.pr.Pool
 	c.pr.RequestID = reqID
-	c.pr.Priority = upstream.ParsePriority(r.Header.Get("X-Sluice-Priority"))
+	if fromJob {
+		c.pr.Priority = upstream.ParsePriority(string(job.Priority))
+	} else {
+		c.pr.Priority = upstream.ParsePriority(r.Header.Get("X-Sluice-Priority"))
+	}
 
 	var ticket *ratelimit.Ticket
-	if c.tenant != nil {
+	if c.tenant != nil && !fromJob {
 		var e *openai.Error
 		ticket, e = s.limiter.Admit(r.Context(), c.tenant.Name, c.tenant.Limits, c.info.TokenReservation(defaultMaxTokens))
 		ticket.SetHeaders(w.Header())
@@ -103,6 +120,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fail(e)
 			return
 		}
+	}
+	if !fromJob && prefersAsync(r.Header) {
+		s.submitJob(w, r, &c)
+		res.Status = http.StatusAccepted
+		if ticket != nil {
+			ticket.Done(-1) // the job's tokens are counted when it runs
+		}
+		return
 	}
 	var usage *openai.UsageScanner
 	c.pr.Observe = func(h http.Header, p []byte) {

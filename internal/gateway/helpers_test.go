@@ -41,7 +41,16 @@ func startGateway(t *testing.T, cfgYAML string) *gw {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	srv, err := New(cfg, Options{})
+	if !strings.Contains(cfgYAML, "data_dir:") {
+		cfg.DataDir = dir // the embedded job store lives here
+	}
+	srv, err := New(cfg, Options{Load: func() (*config.Config, error) {
+		c, err := config.Load(path)
+		if err == nil && !strings.Contains(cfgYAML, "data_dir:") {
+			c.DataDir = dir
+		}
+		return c, err
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

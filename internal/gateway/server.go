@@ -26,6 +26,8 @@ import (
 	"github.com/sluice-ai/sluice/internal/autoscale"
 	"github.com/sluice-ai/sluice/internal/cache"
 	"github.com/sluice-ai/sluice/internal/config"
+	"github.com/sluice-ai/sluice/internal/jobs"
+	"github.com/sluice-ai/sluice/internal/jobs/jobstore"
 	"github.com/sluice-ai/sluice/internal/metrics"
 	"github.com/sluice-ai/sluice/internal/proxy"
 	"github.com/sluice-ai/sluice/internal/ratelimit"
@@ -66,6 +68,10 @@ type Server struct {
 	redis   *redis.Client      // nil without redis.url
 	limiter *ratelimit.Limiter // per-tenant limits (global with Redis)
 	cache   *cache.Cache       // response cache for pools with cache.ttl
+
+	jobStore jobstore.Store // nil until Run opens it
+	jobs     *jobs.Service
+	jobsAPI  http.Handler
 
 	exe              string // what a process command's "sluice" runs
 	autoscaleMetrics *autoscale.Metrics
@@ -283,6 +289,14 @@ func (s *Server) Run(ctx context.Context) error {
 		data.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, as gRPC clients speak it
 	}
 
+	if err := s.openJobs(runCtx, cfg); err != nil {
+		dataLn.Close()
+		if adminLn != nil {
+			adminLn.Close()
+		}
+		return err
+	}
+
 	s.mu.Lock()
 	s.runCtx = runCtx
 	for _, p := range s.pools {
@@ -334,6 +348,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.logger.Warn("drain timeout passed; closing remaining connections", "err", err)
 			data.Close()
 		}
+		s.closeJobs(dctx)
 		if admin != nil {
 			_ = admin.Shutdown(dctx)
 		}

@@ -42,7 +42,7 @@ func sha(s string) string {
 }
 
 func tenancyConfig(backendURL string) string {
-	return "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nlog: {level: error}\n" +
+	return "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nlog: {level: error}\nlimits: {max_request_body: 2KiB}\n" +
 		"auth:\n  keys:\n" +
 		"    - {name: team-a, key_sha256: \"" + sha("key-a") + "\", models: [\"sim-*\"], limits: {rpm: 5}}\n" +
 		"    - {name: team-b, key: \"key-b\", models: [\"other\"], limits: {tpm: 100}}\n" +
