@@ -49,7 +49,9 @@ func TestRequestsBecomeJobs(t *testing.T) {
 	}
 	// The same request answered live gives the same (deterministic) text.
 	live := readAll(t, g.post("/v1/chat/completions", body, "Authorization", "Bearer key-a"))
-	var a, b struct{ Choices []struct{ Message struct{ Content string } } }
+	var a, b struct {
+		Choices []struct{ Message struct{ Content string } }
+	}
 	_ = json.Unmarshal(done.Result.Body, &a)
 	_ = json.Unmarshal([]byte(live), &b)
 	if len(a.Choices) == 0 || len(b.Choices) == 0 || a.Choices[0].Message.Content != b.Choices[0].Message.Content {
