@@ -508,3 +508,21 @@ func TestConcurrentRequestsUnderRace(t *testing.T) {
 		t.Errorf("backends saw %d requests, want 200", bs[0].count()+bs[1].count())
 	}
 }
+
+// TestLatencyEstimateUsesFirstEvent: a stream's headers come at once but
+// its first event only after the model worked; the balancer's latency
+// estimate must see the latter, or a slow replica looks fast.
+func TestLatencyEstimateUsesFirstEvent(t *testing.T) {
+	be := newBackend(t, "a")
+	be.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.(http.Flusher).Flush()
+		time.Sleep(80 * time.Millisecond)
+		fmt.Fprint(w, "data: {}\n\ndata: [DONE]\n\n")
+	})
+	g := startGateway(t, header()+poolYAML("chat", "p2c_ewma", []string{"m1"}, be))
+	readAll(t, g.post("/v1/chat/completions", `{"model":"m1","stream":true}`))
+	if ms := g.pools()[0].Backends[0].EWMAMs; ms < 75 {
+		t.Fatalf("latency estimate %.1fms, want at least the 80ms to the first event", ms)
+	}
+}

@@ -250,10 +250,20 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, b *
 		res.Err = errors.New("upstream answered " + strconv.Itoa(resp.StatusCode))
 		return false
 	}
-	defer pool.Release(b, rtt)
 	res.TTFB = time.Since(start)
 	pool.Metrics.TTFB.Observe(res.TTFB.Seconds())
-	p.respond(w, r, pr, b, resp, res)
+	// The latency estimate takes the time to the first body byte: for a
+	// stream the headers come before the model has done any work (servers
+	// send them before the request even leaves their queue), so only the
+	// first event says how loaded the replica is.
+	var first time.Time
+	defer func() {
+		if !first.IsZero() {
+			rtt = first.Sub(sent)
+		}
+		pool.Release(b, rtt)
+	}()
+	first = p.respond(w, r, pr, b, resp, res)
 	return true
 }
 

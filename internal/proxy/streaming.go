@@ -18,7 +18,9 @@ import (
 // backend sends it; a stall longer than timeouts.stream_idle ends the
 // response, with an error event for SSE so the client never mistakes a cut
 // stream for a complete one.
-func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, resp *http.Response, res *Result) {
+//
+// It returns when the first body byte arrived (zero for an empty body).
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, resp *http.Response, res *Result) (first time.Time) {
 	defer resp.Body.Close()
 	h := w.Header()
 	copyHeader(h, resp.Header)
@@ -55,6 +57,9 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
+			if first.IsZero() {
+				first = time.Now()
+			}
 			idleTimer.Reset(idle)
 			if pr.Observe != nil {
 				pr.Observe(resp.Header, buf[:n])
@@ -85,6 +90,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *
 	for k, vv := range resp.Trailer {
 		h[http.TrailerPrefix+k] = vv
 	}
+	return first
 }
 
 // streamFailed ends a response whose body broke after the status was sent.
