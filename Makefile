@@ -29,5 +29,9 @@ fuzz:
 	  done; \
 	done
 
+## bench-compare: sluice against HAProxy, NGINX and Caddy on this machine (installs them); results in bench/results
+bench-compare:
+	$(GO) run ./bench/compare -wait-load 2.5 -wait-max 3m
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
