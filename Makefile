@@ -10,11 +10,12 @@ LDFLAGS := -s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version=$(VER
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
 
-## test: vet and the whole test suite with the race detector (installs what tests need)
+## test: vet and the whole test suite with the race detector (installs or builds what tests need)
 test:
 	./scripts/test-deps.sh
+	./scripts/kube-test-assets.sh >/dev/null
 	$(GO) vet ./...
-	$(GO) test -race -timeout 20m ./...
+	$(GO) test -race -timeout 30m ./...
 
 ## bench: Go micro-benchmarks of the hot paths
 bench:
