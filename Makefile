@@ -30,9 +30,10 @@ fuzz:
 	  done; \
 	done
 
-## bench-compare: sluice against HAProxy, NGINX and Caddy on this machine (installs them); results in bench/results
+## bench-compare: sluice against HAProxy, NGINX and Caddy on this machine (installs them; docs/benchmarks.md)
+BENCH_FLAGS ?= -wait-load 2.5 -wait-max 3m
 bench-compare:
-	$(GO) run ./bench/compare -wait-load 2.5 -wait-max 3m
+	$(GO) run ./bench/compare $(BENCH_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -55,6 +55,9 @@ type Config struct {
 	Jobs Jobs `yaml:"jobs"`
 	// Tracing configures OpenTelemetry export.
 	Tracing Tracing `yaml:"tracing"`
+	// KEDA serves KEDA's external-scaler gRPC interface over sluice's
+	// demand signal, for clusters where KEDA actuates.
+	KEDA KEDA `yaml:"keda"`
 
 	// Path is the file the config was loaded from ("" when built in code).
 	// It names the file in errors.
@@ -398,6 +401,12 @@ type Jobs struct {
 	// WebhookSecret is the key that signs job callbacks (Standard Webhooks);
 	// write it as ${VAR}. Default "" (no key).
 	WebhookSecret string `yaml:"webhook_secret"`
+}
+
+// KEDA configures the KEDA external-scaler server.
+type KEDA struct {
+	// Listen is the gRPC address, e.g. ":9090"; "" (default) disables it.
+	Listen string `yaml:"listen"`
 }
 
 // Tracing configures OpenTelemetry.

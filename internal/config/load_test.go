@@ -248,6 +248,7 @@ func TestFullConfig(t *testing.T) {
 			Retention: d("72h"), WebhookSecret: "whsec_dGVzdA==",
 		},
 		Tracing: Tracing{OTLPEndpoint: "http://127.0.0.1:4318"},
+		KEDA:    KEDA{Listen: "127.0.0.1:9090"},
 		Path:    "testdata/full.good.yaml",
 	}
 	got.pos = nil

@@ -160,6 +160,11 @@ func (v *validator) run() {
 	v.auth()
 	v.cache()
 	v.jobs()
+	if l := c.KEDA.Listen; l != "" {
+		if msg := checkListen(l); msg != "" {
+			v.addf("keda.listen", "%s", msg)
+		}
+	}
 	if e := c.Tracing.OTLPEndpoint; e != "" {
 		if msg := checkHTTPURL(e); msg != "" {
 			v.addf("tracing.otlp_endpoint", "%s; want the OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318", msg)

@@ -62,6 +62,9 @@ type PoolStatus struct {
 	Backends   []BackendStatus `json:"backends"`
 	// Process is the replica supervisor's view (process pools only).
 	Process *replicas.Status `json:"process,omitempty"`
+	// Kubernetes is discovery's and the scale target's view (kubernetes
+	// pools only).
+	Kubernetes *KubeStatus `json:"kubernetes,omitempty"`
 	// Autoscaler is the last autoscaling decision with its inputs and
 	// reason (autoscaled pools only).
 	Autoscaler *autoscale.Decision `json:"autoscaler,omitempty"`
@@ -101,7 +104,15 @@ func (s *Server) PoolStatuses() []PoolStatus {
 		ps.Replicas = ReplicaCounts{Desired: len(ps.Backends), Ready: p.Ready()}
 		s.mu.Lock()
 		rs := s.sets[p.Name()]
+		ks := s.kubes[p.Name()]
 		s.mu.Unlock()
+		if ks != nil {
+			st, d, desired := ks.status()
+			ps.Kubernetes, ps.Autoscaler = &st, d
+			if desired >= 0 {
+				ps.Replicas.Desired = desired
+			}
+		}
 		if rs != nil {
 			st := rs.set.Status()
 			ps.Process = &st

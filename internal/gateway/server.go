@@ -63,6 +63,7 @@ type Server struct {
 	mu      sync.Mutex // serializes reloads; guards pools and sets
 	pools   map[string]*upstream.Pool
 	sets    map[string]*replicaSet // process pools' supervisors
+	kubes   map[string]*kubeSet    // kubernetes pools' discovery and scaling
 	removed sync.WaitGroup         // supervisors of removed pools, draining
 
 	redis   *redis.Client      // nil without redis.url
@@ -106,6 +107,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		started:   time.Now(),
 		pools:     make(map[string]*upstream.Pool),
 		sets:      make(map[string]*replicaSet),
+		kubes:     make(map[string]*kubeSet),
 		listening: make(chan struct{}),
 	}
 	exe, err := os.Executable()
@@ -164,8 +166,12 @@ func (s *Server) apply(cfg *config.Config) error {
 	}
 	t, err := buildTable(cfg, next)
 	var newSets []string
+	var newKubes []string
 	if err == nil {
 		newSets, err = s.reconcileReplicasLocked(cfg, next)
+	}
+	if err == nil {
+		newKubes, err = s.reconcileKubeLocked(cfg, next)
 	}
 	if err == nil {
 		t.auth, err = s.authenticatorFor(cfg)
@@ -176,6 +182,9 @@ func (s *Server) apply(cfg *config.Config) error {
 		}
 		for _, name := range newSets {
 			delete(s.sets, name)
+		}
+		for _, name := range newKubes {
+			delete(s.kubes, name)
 		}
 		return err
 	}
@@ -195,6 +204,12 @@ func (s *Server) apply(cfg *config.Config) error {
 			s.removed.Go(func() { s.stopSet(name, rs, timeout) })
 		}
 	}
+	for name, ks := range s.kubes {
+		if pc := cfg.PoolByName(name); pc == nil || pc.Kubernetes == nil {
+			delete(s.kubes, name)
+			s.removed.Go(ks.stop)
+		}
+	}
 	s.pools = next
 	if s.runCtx != nil {
 		for _, p := range created {
@@ -202,6 +217,9 @@ func (s *Server) apply(cfg *config.Config) error {
 		}
 		for _, name := range newSets {
 			s.startSetLocked(s.runCtx, name)
+		}
+		for _, name := range newKubes {
+			s.startKubeLocked(s.runCtx, name)
 		}
 	}
 	return nil
@@ -305,6 +323,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for name := range s.sets {
 		s.startSetLocked(runCtx, name)
 	}
+	for name := range s.kubes {
+		s.startKubeLocked(runCtx, name)
+	}
 	s.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -332,6 +353,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if cfg.Path != "" {
 		g.Go(func() error { s.watchConfig(runCtx, cfg.Path); return nil })
+	}
+	if cfg.KEDA.Listen != "" {
+		kedaLn, err := net.Listen("tcp", cfg.KEDA.Listen)
+		if err != nil {
+			stopBackground()
+			data.Close()
+			return fmt.Errorf("keda listen %s: %w", cfg.KEDA.Listen, err)
+		}
+		g.Go(func() error { return s.serveKEDA(gctx, kedaLn) })
 	}
 	s.ready.Store(true)
 	close(s.listening)
@@ -365,6 +395,9 @@ func (s *Server) Run(ctx context.Context) error {
 			timeout = stop.Process.StopTimeout.D()
 		}
 		stops.Go(func() { s.stopSet(name, rs, timeout) })
+	}
+	for _, ks := range s.kubes {
+		stops.Go(ks.stop)
 	}
 	s.mu.Unlock()
 	stops.Wait()

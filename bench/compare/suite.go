@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// suite is one run of the comparison: its settings, where things are, and
+// the servers it started.
+type suite struct {
+	opts      *options
+	root      string // repository root
+	configs   string // bench/configs
+	scratch   string // rendered configs and server logs
+	sluiceBin string
+	sup       *supervisor
+	start     time.Time
+	// problems are things that went wrong without stopping the run (a proxy
+	// that did not start), reported in the results.
+	problems []string
+}
+
+func (s *suite) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(s.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// problem records and logs something that went wrong but did not stop the
+// run.
+func (s *suite) problem(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	s.problems = append(s.problems, msg)
+	s.logf("PROBLEM: %s", firstLine(msg))
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// enabledProxies are the proxies -proxies selected, in the suite's order.
+func (s *suite) enabledProxies() []proxy {
+	var ps []proxy
+	for _, p := range proxies {
+		if s.opts.proxies[p.Name] {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+func run(ctx context.Context, args []string) error {
+	opts, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	if opts.render != "" {
+		rep, err := readReport(opts.render)
+		if err != nil {
+			return err
+		}
+		rep.Targets = evaluateTargets(rep)
+		return rep.write(opts.render)
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	s := &suite{
+		opts:      opts,
+		root:      root,
+		configs:   filepath.Join(root, "bench", "configs"),
+		sluiceBin: filepath.Join(root, "bench", ".bin", "sluice"),
+		start:     time.Now(),
+	}
+	out := opts.out
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(root, out)
+	}
+
+	rep := &report{
+		Schema:   reportSchema,
+		Date:     time.Now().UTC(),
+		Command:  commandLine(args),
+		Quick:    opts.quick,
+		Machine:  describeMachine(),
+		Settings: settingsOf(opts),
+	}
+	if !opts.skipInstall {
+		if err := install(ctx, s.logf); err != nil {
+			s.problem("install: %v", err)
+		}
+	}
+	s.logf("building sluice")
+	if err := buildSluice(ctx, root, s.sluiceBin); err != nil {
+		return err
+	}
+	rep.Versions = versions(ctx, s.sluiceBin)
+	rep.Commit = gitDescribe(ctx, root)
+
+	if s.scratch, err = os.MkdirTemp("", "sluice-bench-"); err != nil {
+		return fmt.Errorf("scratch dir: %w", err)
+	}
+	if err := os.Chmod(s.scratch, 0o755); err != nil {
+		return fmt.Errorf("scratch dir: %w", err)
+	}
+	logs := filepath.Join(s.scratch, "logs")
+	if err := os.Mkdir(logs, 0o755); err != nil {
+		return fmt.Errorf("scratch dir: %w", err)
+	}
+	s.sup = &supervisor{logDir: logs}
+	defer func() {
+		s.sup.stopAll()
+		if opts.keepScratch {
+			s.logf("scratch directory kept: %s", s.scratch)
+		} else {
+			_ = os.RemoveAll(s.scratch)
+		}
+	}()
+
+	if waited := waitForLoad(ctx, opts.waitLoad, opts.waitMax, s.logf); waited > time.Second {
+		rep.WaitedForLoad = waited.Round(time.Second).String()
+	}
+	rep.LoadStart = loadAvg()
+	s.logf("load average at start: %.2f %.2f %.2f", rep.LoadStart[0], rep.LoadStart[1], rep.LoadStart[2])
+
+	if opts.scenarios["overhead"] {
+		rep.Overhead = s.overhead(ctx)
+	}
+	if opts.scenarios["streaming"] && ctx.Err() == nil {
+		rep.Streaming = s.streaming(ctx)
+	}
+	if opts.scenarios["balancing"] && ctx.Err() == nil {
+		rep.Balancing = s.balancing(ctx)
+	}
+	if opts.scenarios["micro"] && ctx.Err() == nil {
+		s.logf("micro: go test -bench BenchmarkProxyOverhead ./internal/gateway")
+		rep.Micro = s.runMicro(ctx)
+		if rep.Micro.Error != "" {
+			s.problem("micro: %s", rep.Micro.Error)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted: %w", err)
+	}
+
+	rep.LoadEnd = loadAvg()
+	rep.Elapsed = time.Since(s.start).Round(time.Second).String()
+	rep.Problems = s.problems
+	rep.Targets = evaluateTargets(rep)
+	s.logf("load average at end: %.2f %.2f %.2f", rep.LoadEnd[0], rep.LoadEnd[1], rep.LoadEnd[2])
+	if err := rep.write(out); err != nil {
+		return err
+	}
+	s.logf("results written to %s", out)
+	for _, t := range rep.Targets {
+		s.logf("target %-50s %s", t.Goal, t.Verdict)
+	}
+	return nil
+}
+
+// scenarioFailed records err, which stopped scenario, as a problem and
+// returns its text for the scenario's result. An interruption is not a
+// problem.
+func (s *suite) scenarioFailed(ctx context.Context, scenario string, err error) string {
+	if ctx.Err() == nil {
+		s.problem("%s: %v", scenario, err)
+	}
+	return err.Error()
+}
+
+// commandLine is how the results say the suite was run.
+func commandLine(args []string) string {
+	cmd := "go run ./bench/compare"
+	if len(args) > 0 {
+		cmd += " " + strings.Join(args, " ")
+	}
+	return cmd
+}
