@@ -119,6 +119,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err := s.openShared(cfg); err != nil {
 		return nil, err
 	}
+	if cfg.Tracing.OTLPEndpoint != "" {
+		s.logger.Warn("tracing.otlp_endpoint is set, but this version of sluice does not export traces yet; it is ignored")
+	}
 	s.unrouted = metrics.NewCodeCounters(s.metrics.Requests, "")
 	reg.MustRegister(poolCollector{s})
 	if err := s.apply(cfg); err != nil {
