@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version=$(VERSION) -X github.com/sluice-ai/sluice/internal/buildinfo.Commit=$(COMMIT)
 
-.PHONY: build test bench bench-compare fuzz fmt
+.PHONY: build test bench bench-compare bench-scenarios fuzz fmt
 
 ## build: the sluice binary in bin/
 build:
@@ -34,6 +34,10 @@ fuzz:
 BENCH_FLAGS ?= -wait-load 2.5 -wait-max 3m
 bench-compare:
 	$(GO) run ./bench/compare $(BENCH_FLAGS)
+
+## bench-scenarios: overload, replica kill, priorities and autoscaler-vs-fixed-pool scenarios (bench/results/scenarios.md)
+bench-scenarios:
+	$(GO) run ./bench/scenarios
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
