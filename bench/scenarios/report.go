@@ -225,13 +225,17 @@ func writeKill(w *bytes.Buffer, k *killResult, charts map[string]string) {
 	})
 	failed := k.Expected + k.Unexpected
 	fmt.Fprintf(w, "**What this shows:** of %d requests, %d failed", k.Sent, failed)
+	each := "each"
+	if failed == 1 {
+		each = "and it was"
+	}
 	switch {
 	case failed == 0:
 		w.WriteString(". ")
 	case k.Unexpected == 0 && k.Failures["streamed, error_event, after bytes, from the killed replica"] == failed:
-		w.WriteString(", each a stream already under way on the killed replica, ended by an explicit error event rather than a silent cut. ")
+		fmt.Fprintf(w, ", %s a stream already under way on the killed replica, ended by an explicit error event rather than a silent cut. ", each)
 	case k.Unexpected == 0:
-		w.WriteString(", each a stream already under way on the killed replica (see the table for how each ended). ")
+		fmt.Fprintf(w, ", %s a stream already under way on the killed replica (see the table for how it ended). ", each)
 	default:
 		fmt.Fprintf(w, "; %d of them were not streams already under way (see the table). ", k.Unexpected)
 	}
