@@ -6,11 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluice-ai/sluice/bench/internal/hostinfo"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -95,59 +94,11 @@ func buildSluice(ctx context.Context, root, bin string) error {
 }
 
 // machine describes where the suite ran.
-type machine struct {
-	CPUs     int     `json:"cpus"`
-	CPUModel string  `json:"cpu_model"`
-	MemoryGB float64 `json:"memory_gb"`
-	Kernel   string  `json:"kernel"`
-	OS       string  `json:"os"`
-	Go       string  `json:"go"`
-}
+type machine = hostinfo.Machine
 
-func describeMachine() machine {
-	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.Lines(string(b)) {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for line := range strings.Lines(string(b)) {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
-				kb, _ := strconv.ParseFloat(f[1], 64)
-				m.MemoryGB = kb / (1 << 20)
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile("/etc/os-release"); err == nil {
-		for line := range strings.Lines(string(b)) {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "PRETTY_NAME="); ok {
-				m.OS = strings.Trim(v, `"`)
-			}
-		}
-	}
-	return m
-}
+func describeMachine() machine { return hostinfo.Describe() }
 
-// loadAvg reads the 1, 5 and 15 minute load averages.
-func loadAvg() [3]float64 {
-	var l [3]float64
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return l
-	}
-	f := strings.Fields(string(b))
-	for i := 0; i < 3 && i < len(f); i++ {
-		l[i], _ = strconv.ParseFloat(f[i], 64)
-	}
-	return l
-}
+func loadAvg() [3]float64 { return hostinfo.LoadAvg() }
 
 // waitForLoad waits while the 1-minute load average is above limit, for at
 // most max; it returns how long it waited.
