@@ -409,8 +409,19 @@ type KEDA struct {
 	Listen string `yaml:"listen"`
 }
 
-// Tracing configures OpenTelemetry.
+// Tracing configures OpenTelemetry trace export.
 type Tracing struct {
-	// OTLPEndpoint receives OTLP/HTTP traces; "" (default) disables tracing.
+	// OTLPEndpoint receives OTLP traces: a URL such as
+	// http://127.0.0.1:4318 (protocol http; the path defaults to
+	// /v1/traces) or http://127.0.0.1:4317 (protocol grpc; https:// uses
+	// TLS). "" (default) disables tracing at no cost per request.
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// Protocol is "http" (default, OTLP/HTTP protobuf) or "grpc".
+	Protocol string `yaml:"protocol"`
+	// SampleRatio is the share of new traces recorded, 0 to 1 (default 1).
+	// A request that arrives with a traceparent follows its sampled flag.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// Headers are sent with every export, e.g. {Authorization: "Bearer
+	// ${OTLP_TOKEN}"}; write secrets as ${VAR}. Never logged. Default none.
+	Headers map[string]string `yaml:"headers"`
 }

@@ -30,6 +30,7 @@ func Default() *Config {
 			MaxAttempts: 3,
 			Retention:   Duration(24 * time.Hour),
 		},
+		Tracing: Tracing{Protocol: "http", SampleRatio: 1},
 	}
 }
 

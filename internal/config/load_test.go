@@ -247,7 +247,7 @@ func TestFullConfig(t *testing.T) {
 			Store: "nats://127.0.0.1:4222", Concurrency: 8, MaxAttempts: 5,
 			Retention: d("72h"), WebhookSecret: "whsec_dGVzdA==",
 		},
-		Tracing: Tracing{OTLPEndpoint: "http://127.0.0.1:4318"},
+		Tracing: Tracing{OTLPEndpoint: "http://127.0.0.1:4317", Protocol: "grpc", SampleRatio: 0.25, Headers: map[string]string{"Authorization": "Bearer whsec_dGVzdA=="}},
 		KEDA:    KEDA{Listen: "127.0.0.1:9090"},
 		Path:    "testdata/full.good.yaml",
 	}

@@ -165,9 +165,30 @@ func (v *validator) run() {
 			v.addf("keda.listen", "%s", msg)
 		}
 	}
-	if e := c.Tracing.OTLPEndpoint; e != "" {
+	v.tracing()
+}
+
+func (v *validator) tracing() {
+	t := v.c.Tracing
+	want := "OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318"
+	switch t.Protocol {
+	case "http":
+	case "grpc":
+		want = "OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317"
+	default:
+		v.addf("tracing.protocol", "unknown protocol %q; want http or grpc", t.Protocol)
+	}
+	if e := t.OTLPEndpoint; e != "" {
 		if msg := checkHTTPURL(e); msg != "" {
-			v.addf("tracing.otlp_endpoint", "%s; want the OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318", msg)
+			v.addf("tracing.otlp_endpoint", "%s; want the %s", msg, want)
+		}
+	}
+	if r := t.SampleRatio; !(r >= 0 && r <= 1) {
+		v.addf("tracing.sample_ratio", "%v is out of range; want a share from 0 to 1", r)
+	}
+	for k := range t.Headers {
+		if k == "" || strings.ContainsAny(k, " :\r\n") {
+			v.addf("tracing.headers", "%q is not a valid header name", k)
 		}
 	}
 }
