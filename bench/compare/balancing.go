@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 	"github.com/sluice-ai/sluice/internal/bench"
 )
 
@@ -350,7 +351,7 @@ func scrape(ctx context.Context, base string) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := probeClient.Do(req)
+	resp, err := procs.ProbeClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", base, err)
 	}

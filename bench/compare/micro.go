@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 )
 
 // microRow is one sub-benchmark of BenchmarkProxyOverhead: the median over
@@ -92,7 +94,7 @@ func (s *suite) runMicro(ctx context.Context) *microResult {
 	argv := []string{"go", "test", "-run", "^$", "-bench", "BenchmarkProxyOverhead", "-benchmem",
 		"-count", strconv.Itoa(s.opts.microCount), "./internal/gateway"}
 	res := &microResult{Command: strings.Join(argv, " ")}
-	out, err := runCommand(ctx, s.root, argv...)
+	out, err := procs.Run(ctx, s.root, argv...)
 	if err != nil {
 		res.Error = fmt.Sprintf("%v: %s", err, tail(out, 10))
 		return res

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 )
 
 // proxyReadyTimeout bounds a proxy's start: listening, and a first request
@@ -134,14 +136,13 @@ type instance struct {
 	Name string
 	// URL is its base URL, http://host:port.
 	URL  string
-	proc *proc
+	proc *procs.Proc
 }
 
 // stop ends the instance and waits for it.
 func (in *instance) stop(s *suite) {
 	if in.proc != nil {
-		in.proc.stop()
-		s.sup.forget(in.proc)
+		s.sup.StopAndForget(in.proc)
 	}
 }
 
@@ -159,11 +160,11 @@ func (s *suite) startProxy(ctx context.Context, p proxy, pol policy, backends []
 			return nil, err
 		}
 	}
-	addr, err := freePort()
+	addr, err := procs.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(s.scratch, fileSafe(name)+"-")
+	dir, err := os.MkdirTemp(s.scratch, procs.FileSafe(name)+"-")
 	if err != nil {
 		return nil, fmt.Errorf("%s: scratch dir: %w", name, err)
 	}
@@ -183,12 +184,12 @@ func (s *suite) startProxy(ctx context.Context, p proxy, pol policy, backends []
 		return nil, fmt.Errorf("%s: write config: %w", name, err)
 	}
 	argv, env := p.command(bin, cfg, dir)
-	pr, err := s.sup.start(name, env, argv...)
+	pr, err := s.sup.Start(name, env, argv...)
 	if err != nil {
 		return nil, err
 	}
 	in := &instance{Name: name, URL: "http://" + addr, proc: pr}
-	if err := waitReady(ctx, pr, proxyReadyTimeout, chatOK(in.URL)); err != nil {
+	if err := procs.WaitReady(ctx, pr, proxyReadyTimeout, procs.ChatOK(in.URL, "sim-llm")); err != nil {
 		in.stop(s)
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -258,17 +259,17 @@ func (f *simFlags) UnmarshalJSON(b []byte) error {
 
 // startSim starts one `sluice sim` replica and waits for its /health.
 func (s *suite) startSim(ctx context.Context, id string, f simFlags) (*instance, error) {
-	addr, err := freePort()
+	addr, err := procs.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	argv := append([]string{s.sluiceBin, "sim", "--addr", addr, "--id", id, "--model", "sim-llm"}, f.args()...)
-	pr, err := s.sup.start("sim "+id, nil, argv...)
+	pr, err := s.sup.Start("sim "+id, nil, argv...)
 	if err != nil {
 		return nil, err
 	}
 	in := &instance{Name: "sim " + id, URL: "http://" + addr, proc: pr}
-	if err := waitReady(ctx, pr, proxyReadyTimeout, httpOK(in.URL+"/health")); err != nil {
+	if err := procs.WaitReady(ctx, pr, proxyReadyTimeout, procs.HTTPOK(in.URL+"/health")); err != nil {
 		in.stop(s)
 		return nil, err
 	}
@@ -294,21 +295,21 @@ func (s *suite) startHelper(ctx context.Context, name, ready string, args ...str
 	if err != nil {
 		return nil, fmt.Errorf("%s: find own executable: %w", name, err)
 	}
-	addr, err := freePort()
+	addr, err := procs.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	argv := append([]string{self}, args...)
-	pr, err := s.sup.start(name, nil, append(argv, "-addr", addr)...)
+	pr, err := s.sup.Start(name, nil, append(argv, "-addr", addr)...)
 	if err != nil {
 		return nil, err
 	}
 	in := &instance{Name: name, URL: "http://" + addr, proc: pr}
-	check := httpOK(in.URL + ready)
+	check := procs.HTTPOK(in.URL + ready)
 	if ready != "/health" {
-		check = chatOK(in.URL)
+		check = procs.ChatOK(in.URL, "sim-llm")
 	}
-	if err := waitReady(ctx, pr, proxyReadyTimeout, check); err != nil {
+	if err := procs.WaitReady(ctx, pr, proxyReadyTimeout, check); err != nil {
 		in.stop(s)
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/hostinfo"
 )
 
 // reportSchema names the layout of results.json.
@@ -23,7 +25,7 @@ type report struct {
 	Quick         bool              `json:"quick"`
 	Commit        string            `json:"commit"`
 	Elapsed       string            `json:"elapsed"`
-	Machine       machine           `json:"machine"`
+	Machine       hostinfo.Machine  `json:"machine"`
 	Versions      map[string]string `json:"versions"`
 	Settings      settings          `json:"settings"`
 	WaitedForLoad string            `json:"waited_for_load,omitempty"`

@@ -2,16 +2,14 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"github.com/sluice-ai/sluice/bench/internal/hostinfo"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 )
 
 // tools are the external programs the suite drives, by the Debian package
@@ -55,68 +53,22 @@ func install(ctx context.Context, logf func(string, ...any)) error {
 		return fmt.Errorf("missing %s and not root: run apt-get install -y %s", strings.Join(missing, ", "), strings.Join(missing, " "))
 	}
 	logf("installing %s from Debian packages", strings.Join(missing, " "))
-	if out, err := runCommand(ctx, "", "apt-get", "update", "-qq"); err != nil {
+	if out, err := procs.Run(ctx, "", "apt-get", "update", "-qq"); err != nil {
 		return fmt.Errorf("apt-get update: %w\n%s", err, tail(out, 10))
 	}
 	argv := append([]string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq"}, missing...)
-	if out, err := runCommand(ctx, "", argv...); err != nil {
+	if out, err := procs.Run(ctx, "", argv...); err != nil {
 		return fmt.Errorf("apt-get install %s: %w\n%s", strings.Join(missing, " "), err, tail(out, 10))
 	}
 	return nil
 }
 
-// repoRoot finds the module root (the directory with sluice's go.mod) at or
-// above the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(b, []byte("module github.com/sluice-ai/sluice")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the sluice repository: run from its root")
-		}
-		dir = parent
-	}
-}
-
 // buildSluice builds the sluice binary into bin under root.
 func buildSluice(ctx context.Context, root, bin string) error {
-	if out, err := runCommand(ctx, root, "go", "build", "-o", bin, "./cmd/sluice"); err != nil {
+	if out, err := procs.Run(ctx, root, "go", "build", "-o", bin, "./cmd/sluice"); err != nil {
 		return fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, tail(out, 20))
 	}
 	return nil
-}
-
-// machine describes where the suite ran.
-type machine = hostinfo.Machine
-
-func describeMachine() machine { return hostinfo.Describe() }
-
-func loadAvg() [3]float64 { return hostinfo.LoadAvg() }
-
-// waitForLoad waits while the 1-minute load average is above limit, for at
-// most max; it returns how long it waited.
-func waitForLoad(ctx context.Context, limit float64, max time.Duration, logf func(string, ...any)) time.Duration {
-	start := time.Now()
-	for limit > 0 {
-		l := loadAvg()[0]
-		if l <= limit || time.Since(start) >= max {
-			break
-		}
-		logf("load average %.2f is above %.2f: waiting (%v so far)", l, limit, time.Since(start).Round(time.Second))
-		select {
-		case <-ctx.Done():
-			return time.Since(start)
-		case <-time.After(15 * time.Second):
-		}
-	}
-	return time.Since(start)
 }
 
 // versions asks each tool for its version; a tool that is missing or fails
@@ -133,7 +85,7 @@ func versions(ctx context.Context, sluiceBin string) map[string]string {
 			return
 		}
 		// wrk -v exits 1 after printing its version; the output decides.
-		out, _ := runCommand(ctx, "", append([]string{path}, argv[1:]...)...)
+		out, _ := procs.Run(ctx, "", append([]string{path}, argv[1:]...)...)
 		if s := pick(out); s != "" {
 			v[name] = s
 		} else {
@@ -171,16 +123,6 @@ func versions(ctx context.Context, sluiceBin string) map[string]string {
 		return head(s)
 	})
 	return v
-}
-
-// gitDescribe names the commit the suite measured, with "-dirty" when the
-// work tree has changes.
-func gitDescribe(ctx context.Context, root string) string {
-	out, err := runCommand(ctx, root, "git", "describe", "--tags", "--always", "--dirty")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(out)
 }
 
 // tail returns the last n lines of s.

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/hostinfo"
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 )
 
 // suite is one run of the comparison: its settings, where things are, and
@@ -17,7 +20,7 @@ type suite struct {
 	configs   string // bench/configs
 	scratch   string // rendered configs and server logs
 	sluiceBin string
-	sup       *supervisor
+	sup       *procs.Supervisor
 	start     time.Time
 	// problems are things that went wrong without stopping the run (a proxy
 	// that did not start), reported in the results.
@@ -65,7 +68,7 @@ func run(ctx context.Context, args []string) error {
 		rep.Targets = evaluateTargets(rep)
 		return rep.write(opts.render)
 	}
-	root, err := repoRoot()
+	root, err := hostinfo.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -86,7 +89,7 @@ func run(ctx context.Context, args []string) error {
 		Date:     time.Now().UTC(),
 		Command:  commandLine(args),
 		Quick:    opts.quick,
-		Machine:  describeMachine(),
+		Machine:  hostinfo.Describe(),
 		Settings: settingsOf(opts),
 	}
 	if !opts.skipInstall {
@@ -99,7 +102,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	rep.Versions = versions(ctx, s.sluiceBin)
-	rep.Commit = gitDescribe(ctx, root)
+	rep.Commit = hostinfo.GitDescribe(ctx, root)
 
 	if s.scratch, err = os.MkdirTemp("", "sluice-bench-"); err != nil {
 		return fmt.Errorf("scratch dir: %w", err)
@@ -111,9 +114,9 @@ func run(ctx context.Context, args []string) error {
 	if err := os.Mkdir(logs, 0o755); err != nil {
 		return fmt.Errorf("scratch dir: %w", err)
 	}
-	s.sup = &supervisor{logDir: logs}
+	s.sup = &procs.Supervisor{LogDir: logs}
 	defer func() {
-		s.sup.stopAll()
+		s.sup.StopAll()
 		if opts.keepScratch {
 			s.logf("scratch directory kept: %s", s.scratch)
 		} else {
@@ -121,10 +124,10 @@ func run(ctx context.Context, args []string) error {
 		}
 	}()
 
-	if waited := waitForLoad(ctx, opts.waitLoad, opts.waitMax, s.logf); waited > time.Second {
+	if waited := hostinfo.WaitForLoad(ctx, opts.waitLoad, opts.waitMax, s.logf); waited > time.Second {
 		rep.WaitedForLoad = waited.Round(time.Second).String()
 	}
-	rep.LoadStart = loadAvg()
+	rep.LoadStart = hostinfo.LoadAvg()
 	s.logf("load average at start: %.2f %.2f %.2f", rep.LoadStart[0], rep.LoadStart[1], rep.LoadStart[2])
 
 	if opts.scenarios["overhead"] {
@@ -147,7 +150,7 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("interrupted: %w", err)
 	}
 
-	rep.LoadEnd = loadAvg()
+	rep.LoadEnd = hostinfo.LoadAvg()
 	rep.Elapsed = time.Since(s.start).Round(time.Second).String()
 	rep.Problems = s.problems
 	rep.Targets = evaluateTargets(rep)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 )
 
 // wrkResult is what the suite reads from wrk's report.
@@ -68,7 +70,7 @@ func (s *suite) runWrk(ctx context.Context, url string, d time.Duration) (wrkRes
 	}
 	o := s.opts
 	secs := max(int(d.Round(time.Second)/time.Second), 1)
-	out, err := runCommand(ctx, "", bin,
+	out, err := procs.Run(ctx, "", bin,
 		"-t", strconv.Itoa(o.wrkThreads), "-c", strconv.Itoa(o.wrkConns),
 		"-d", strconv.Itoa(secs)+"s", "--timeout", "5s",
 		"-s", s.configs+"/chat.lua", url+"/v1/chat/completions")

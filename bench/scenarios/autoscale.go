@@ -181,7 +181,7 @@ func runAutoscale(ctx context.Context, e *env, o *options) (*autoscaleResult, er
 	if err != nil {
 		return nil, err
 	}
-	e.procs.stopAndForget(g.proc)
+	e.procs.StopAndForget(g.Proc)
 	res.Unloaded = distFromSummary(unloaded.Latency.Count, unloaded.Latency.P50, unloaded.Latency.P90, unloaded.Latency.P99, unloaded.Latency.Max)
 	res.SLOMs = sloFactor * ms(res.Unloaded.P50)
 	slo := time.Duration(res.SLOMs * float64(time.Millisecond))
@@ -231,7 +231,7 @@ func runAutoscale(ctx context.Context, e *env, o *options) (*autoscaleResult, er
 			Timeout: 45 * time.Second,
 		})
 		samples := smp.stop()
-		e.procs.stopAndForget(g.proc)
+		e.procs.StopAndForget(g.Proc)
 		if err != nil {
 			return nil, err
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 )
 
 // simModel is the model every simulated replica serves.
@@ -22,13 +24,13 @@ const simModel = "sim-llm"
 type env struct {
 	bin     string
 	scratch string
-	procs   *procs
+	procs   *procs.Supervisor
 	logf    func(format string, args ...any)
 }
 
 // sim is a running `sluice sim`.
 type sim struct {
-	*proc
+	*procs.Proc
 	addr string
 }
 
@@ -37,20 +39,20 @@ type sim struct {
 func (e *env) startSims(ctx context.Context, prefix string, n int, flags []string) ([]*sim, error) {
 	var sims []*sim
 	for i := range n {
-		addr, err := freeAddr()
+		addr, err := procs.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
 		id := fmt.Sprintf("%s%d", prefix, i)
 		argv := append([]string{e.bin, "sim", "--addr", addr, "--id", id, "--model", simModel}, flags...)
-		p, err := e.procs.start(id, argv...)
+		p, err := e.procs.Start(id, nil, argv...)
 		if err != nil {
 			return nil, err
 		}
-		sims = append(sims, &sim{proc: p, addr: addr})
+		sims = append(sims, &sim{Proc: p, addr: addr})
 	}
 	for _, s := range sims {
-		if err := waitHTTP(ctx, s.proc, "http://"+s.addr+"/health", 15*time.Second); err != nil {
+		if err := procs.WaitReady(ctx, s.Proc, 15*time.Second, procs.HTTPOK("http://"+s.addr+"/health")); err != nil {
 			return nil, err
 		}
 	}
@@ -69,7 +71,7 @@ func backendsYAML(sims []*sim) string {
 
 // gateway is a running `sluice serve`.
 type gateway struct {
-	*proc
+	*procs.Proc
 	url, admin string
 }
 
@@ -77,11 +79,11 @@ type gateway struct {
 // whose keys (indented by four spaces) are poolYAML, runs `sluice serve` on
 // it and waits until the admin server is ready.
 func (e *env) startGateway(ctx context.Context, name, poolYAML string) (*gateway, error) {
-	listen, err := freeAddr()
+	listen, err := procs.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	admin, err := freeAddr()
+	admin, err := procs.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -101,12 +103,12 @@ pools:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("gateway %s: %w", name, err)
 	}
-	p, err := e.procs.start(name, e.bin, "serve", "-c", path)
+	p, err := e.procs.Start(name, nil, e.bin, "serve", "-c", path)
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{proc: p, url: "http://" + listen, admin: "http://" + admin}
-	if err := waitHTTP(ctx, p, g.admin+"/readyz", 20*time.Second); err != nil {
+	g := &gateway{Proc: p, url: "http://" + listen, admin: "http://" + admin}
+	if err := procs.WaitReady(ctx, p, 20*time.Second, procs.HTTPOK(g.admin+"/readyz")); err != nil {
 		return nil, err
 	}
 	return g, nil
@@ -121,11 +123,11 @@ func (g *gateway) waitPool(ctx context.Context, ready int, timeout time.Duration
 		if err == nil && st.Replicas.Ready >= ready && st.QueueDepth == 0 {
 			return nil
 		}
-		if done, perr := g.exited(); done {
-			return fmt.Errorf("%s exited (%v):\n%s", g.name, perr, g.logTail())
+		if done, perr := g.Exited(); done {
+			return fmt.Errorf("%s exited (%v):\n%s", g.Name, perr, g.LogTail())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: pool not at %d ready replicas after %v (last %+v, %v)", g.name, ready, timeout, st, err)
+			return fmt.Errorf("%s: pool not at %d ready replicas after %v (last %+v, %v)", g.Name, ready, timeout, st, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -162,7 +164,7 @@ func (g *gateway) pool(ctx context.Context) (poolStatus, error) {
 	if err != nil {
 		return poolStatus{}, err
 	}
-	resp, err := probeClient.Do(req)
+	resp, err := procs.ProbeClient.Do(req)
 	if err != nil {
 		return poolStatus{}, fmt.Errorf("GET /api/pools: %w", err)
 	}
@@ -186,7 +188,7 @@ func (g *gateway) counter(ctx context.Context, family string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp, err := probeClient.Do(req)
+	resp, err := procs.ProbeClient.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("GET /metrics: %w", err)
 	}
@@ -274,7 +276,7 @@ func startSampler(ctx context.Context, g *gateway, t0 time.Time, period time.Dur
 func (s *sampler) poll(ctx context.Context, g *gateway, t0 time.Time) {
 	at := time.Since(t0)
 	st, err := g.pool(ctx)
-	rss, _, rerr := rssKiB(g.pid())
+	rss, _, rerr := procs.RSSKiB(g.Pid())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil || rerr != nil {

@@ -73,7 +73,7 @@ func runKill(ctx context.Context, e *env, o *options) (*killResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer e.procs.stopAndForget(procsOf(sims)...)
+	defer e.procs.StopAndForget(procsOf(sims)...)
 	res.Config = fmt.Sprintf(`    max_concurrency: %d
     queue: {size: 256, timeout: 5s}
     health_check: {path: /health, interval: 500ms, timeout: 400ms, unhealthy_threshold: 2}
@@ -82,7 +82,7 @@ func runKill(ctx context.Context, e *env, o *options) (*killResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer e.procs.stopAndForget(g.proc)
+	defer e.procs.StopAndForget(g.Proc)
 	if err := g.waitPool(ctx, killSims, 10*time.Second); err != nil {
 		return nil, err
 	}
@@ -93,8 +93,8 @@ func runKill(ctx context.Context, e *env, o *options) (*killResult, error) {
 	res.Capacity = base.RequestsPerSecond
 	res.Rate = res.LoadFactor * res.Capacity
 	victim := sims[2]
-	res.Killed = victim.name
-	e.logf("kill: capacity %.1f req/s; %.1f req/s for %v, half streamed; kill -9 %s at %v", res.Capacity, res.Rate, duration, victim.name, killAt)
+	res.Killed = victim.Name
+	e.logf("kill: capacity %.1f req/s; %.1f req/s for %v, half streamed; kill -9 %s at %v", res.Capacity, res.Rate, duration, victim.Name, killAt)
 
 	retriesBefore, err := g.counter(ctx, "sluice_retries_total")
 	if err != nil {
@@ -115,7 +115,7 @@ func runKill(ctx context.Context, e *env, o *options) (*killResult, error) {
 		case <-time.After(killAt):
 		}
 		killedAt = time.Now()
-		killErr = victim.kill()
+		killErr = victim.Kill()
 	})
 	recs, t0, err := drive(loadCtx, plan{
 		URL:    g.url,
@@ -139,7 +139,7 @@ func runKill(ctx context.Context, e *env, o *options) (*killResult, error) {
 	for i := range recs {
 		r := &recs[i]
 		if r.ok() {
-			if r.Instance == victim.name && r.end() > killOff {
+			if r.Instance == victim.Name && r.end() > killOff {
 				res.ServedAfter++
 			}
 			continue
@@ -157,11 +157,11 @@ func runKill(ctx context.Context, e *env, o *options) (*killResult, error) {
 			when = "after bytes"
 		}
 		from := "from the killed replica"
-		if r.Instance != victim.name {
+		if r.Instance != victim.Name {
 			from = "from " + cmp.Or(r.Instance, "no replica")
 		}
 		res.Failures[strings.Join([]string{mode, kind, when, from}, ", ")]++
-		if r.Stream && r.GotBytes && r.Instance == victim.name {
+		if r.Stream && r.GotBytes && r.Instance == victim.Name {
 			res.Expected++
 		} else {
 			res.Unexpected++

@@ -34,6 +34,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/hostinfo"
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 )
 
 func main() {
@@ -136,7 +139,7 @@ func run(ctx context.Context, args []string) error {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
-	root, err := repoRoot()
+	root, err := hostinfo.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -156,11 +159,11 @@ func run(ctx context.Context, args []string) error {
 	// bench/.bin/sluice and may be running it while this one builds.
 	bin := filepath.Join(root, "bench", ".bin", "scenarios", "sluice")
 	logf("building %s", bin)
-	if out, err := runCommand(ctx, root, "go", "build", "-o", bin, "./cmd/sluice"); err != nil {
+	if out, err := procs.Run(ctx, root, "go", "build", "-o", bin, "./cmd/sluice"); err != nil {
 		return fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, out)
 	}
 	if o.waitLoad > 0 {
-		waitForLoad(ctx, o.waitLoad, o.waitMax, logf)
+		hostinfo.WaitForLoad(ctx, o.waitLoad, o.waitMax, logf)
 	}
 	scratch, err := os.MkdirTemp("", "sluice-scenarios-")
 	if err != nil {
@@ -171,8 +174,10 @@ func run(ctx context.Context, args []string) error {
 	} else {
 		defer os.RemoveAll(scratch)
 	}
-	ps := &procs{logDir: scratch}
-	defer ps.stopAll()
+	// A gateway drains its process replicas before it exits, so it gets
+	// their stop_timeout on top of the default grace.
+	ps := &procs.Supervisor{LogDir: scratch, Grace: 10 * time.Second}
+	defer ps.StopAll()
 	e := &env{bin: bin, scratch: scratch, procs: ps, logf: logf}
 
 	rep := &report{
@@ -181,13 +186,13 @@ func run(ctx context.Context, args []string) error {
 		Command:   strings.Join(append([]string{"go run ./bench/scenarios"}, args...), " "),
 		Quick:     o.quick,
 		Seed:      o.seed,
-		Commit:    gitDescribe(ctx, root),
-		Machine:   describeMachine(),
-		LoadStart: loadAvg(),
+		Commit:    hostinfo.GitDescribe(ctx, root),
+		Machine:   hostinfo.Describe(),
+		LoadStart: hostinfo.LoadAvg(),
 		SimFlags:  simFlags,
 		Errors:    map[string]string{},
 	}
-	if v, err := runCommand(ctx, root, bin, "version"); err == nil {
+	if v, err := procs.Run(ctx, root, bin, "version"); err == nil {
 		rep.Version = strings.TrimSpace(strings.SplitN(v, "\n", 2)[0])
 	}
 	started := time.Now()
@@ -208,7 +213,7 @@ func run(ctx context.Context, args []string) error {
 			rep.Autoscale, err = runAutoscale(ctx, e, o)
 		}
 		// Whatever a scenario left running goes before the next starts.
-		ps.stopAll()
+		ps.StopAll()
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted during %s; no results written", name)
 		}
@@ -218,7 +223,7 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	rep.ElapsedS = time.Since(started).Seconds()
-	rep.LoadEnd = loadAvg()
+	rep.LoadEnd = hostinfo.LoadAvg()
 	if err := writeReport(rep, out); err != nil {
 		return err
 	}

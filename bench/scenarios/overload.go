@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/procs"
 )
 
 // Overload (issue 4): a pool of two sims behind max_concurrency and a
@@ -101,7 +103,7 @@ func runOverload(ctx context.Context, e *env, o *options) (*overloadResult, erro
 	if err != nil {
 		return nil, err
 	}
-	defer e.procs.stopAndForget(procsOf(sims)...)
+	defer e.procs.StopAndForget(procsOf(sims)...)
 
 	admission := fmt.Sprintf(`    max_concurrency: %d
     queue: {size: %d, timeout: %s}
@@ -129,7 +131,7 @@ func runOverload(ctx context.Context, e *env, o *options) (*overloadResult, erro
 		return nil, err
 	}
 	res.Admission.Config = admission
-	e.procs.stopAndForget(g.proc)
+	e.procs.StopAndForget(g.Proc)
 
 	noAdmission := `    max_concurrency: 0
     queue: {size: 0}
@@ -139,7 +141,7 @@ func runOverload(ctx context.Context, e *env, o *options) (*overloadResult, erro
 	if err != nil {
 		return nil, err
 	}
-	defer e.procs.stopAndForget(g.proc)
+	defer e.procs.StopAndForget(g.Proc)
 	if err := g.waitPool(ctx, overloadSims, 10*time.Second); err != nil {
 		return nil, err
 	}
@@ -161,7 +163,7 @@ func runOverload(ctx context.Context, e *env, o *options) (*overloadResult, erro
 func overloadRun(ctx context.Context, g *gateway, o *options, res *overloadResult, duration, timeout, goodFrom time.Duration) (overloadMode, error) {
 	m := overloadMode{ClientTimeoutMs: ms(timeout), Refused: map[string]int{}, RefusalLatency: map[string]dist{}, Failed: map[string]int{}}
 	var err error
-	if m.RSSBeforeKiB, _, err = rssKiB(g.pid()); err != nil {
+	if m.RSSBeforeKiB, _, err = procs.RSSKiB(g.Pid()); err != nil {
 		return m, err
 	}
 	start := time.Now()
@@ -179,7 +181,7 @@ func overloadRun(ctx context.Context, g *gateway, o *options, res *overloadResul
 	if err != nil {
 		return m, err
 	}
-	if m.RSSAfterKiB, _, err = rssKiB(g.pid()); err != nil {
+	if m.RSSAfterKiB, _, err = procs.RSSKiB(g.Pid()); err != nil {
 		return m, err
 	}
 	shift := t0.Sub(start)
@@ -229,10 +231,10 @@ func distFromSummary(n int64, p50, p90, p99, maxLat time.Duration) dist {
 	return dist{Count: int(n), P50: p50, P90: p90, P99: p99, Max: maxLat}
 }
 
-func procsOf(sims []*sim) []*proc {
-	out := make([]*proc, len(sims))
+func procsOf(sims []*sim) []*procs.Proc {
+	out := make([]*procs.Proc, len(sims))
 	for i, s := range sims {
-		out[i] = s.proc
+		out[i] = s.Proc
 	}
 	return out
 }

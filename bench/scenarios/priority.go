@@ -70,7 +70,7 @@ func runPriorities(ctx context.Context, e *env, o *options) (*priorityResult, er
 	if err != nil {
 		return nil, err
 	}
-	defer e.procs.stopAndForget(procsOf(sims)...)
+	defer e.procs.StopAndForget(procsOf(sims)...)
 	g, err := e.startGateway(ctx, "priority", fmt.Sprintf(`    max_concurrency: %d
     queue: {size: %d, timeout: %s}
     health_check: {path: /health, interval: 1s, timeout: 500ms}
@@ -78,7 +78,7 @@ func runPriorities(ctx context.Context, e *env, o *options) (*priorityResult, er
 	if err != nil {
 		return nil, err
 	}
-	defer e.procs.stopAndForget(g.proc)
+	defer e.procs.StopAndForget(g.Proc)
 	if err := g.waitPool(ctx, 1, 10*time.Second); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/hostinfo"
 )
 
 // schemaVersion names the layout of scenarios.json.
@@ -18,18 +20,18 @@ const schemaVersion = "sluice.bench-scenarios/v1"
 
 // report is everything one run measured: scenarios.json.
 type report struct {
-	Schema    string     `json:"schema"`
-	Date      time.Time  `json:"date"`
-	Command   string     `json:"command"`
-	Quick     bool       `json:"quick"`
-	Seed      uint64     `json:"seed"`
-	Commit    string     `json:"commit"`
-	Version   string     `json:"version"`
-	Machine   machine    `json:"machine"`
-	LoadStart [3]float64 `json:"load_avg_start"`
-	LoadEnd   [3]float64 `json:"load_avg_end"`
-	ElapsedS  float64    `json:"elapsed_s"`
-	SimFlags  []string   `json:"sim_flags"`
+	Schema    string           `json:"schema"`
+	Date      time.Time        `json:"date"`
+	Command   string           `json:"command"`
+	Quick     bool             `json:"quick"`
+	Seed      uint64           `json:"seed"`
+	Commit    string           `json:"commit"`
+	Version   string           `json:"version"`
+	Machine   hostinfo.Machine `json:"machine"`
+	LoadStart [3]float64       `json:"load_avg_start"`
+	LoadEnd   [3]float64       `json:"load_avg_end"`
+	ElapsedS  float64          `json:"elapsed_s"`
+	SimFlags  []string         `json:"sim_flags"`
 
 	Overload   *overloadResult   `json:"overload,omitempty"`
 	Kill       *killResult       `json:"kill,omitempty"`

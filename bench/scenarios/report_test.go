@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-ai/sluice/bench/internal/hostinfo"
 )
 
 // TestReportRendersAndReadsBack writes a report of every scenario, reads
@@ -17,7 +19,7 @@ func TestReportRendersAndReadsBack(t *testing.T) {
 	samples := []sample{{At: 0, InFlight: 3, Ready: 1}, {At: time.Second, InFlight: 24, QueueDepth: 16, Ready: 2}}
 	r := &report{
 		Schema: schemaVersion, Date: time.Date(2025, 1, 2, 3, 4, 0, 0, time.UTC), Command: "go run ./bench/scenarios",
-		Machine: machine{CPUs: 2}, SimFlags: simFlags,
+		Machine: hostinfo.Machine{CPUs: 2}, SimFlags: simFlags,
 		Overload: &overloadResult{
 			Sims: 2, MaxConcurrency: 4, QueueSize: 16, QueueTimeoutMs: 2000, Capacity: 60, OfferedFactor: 3, Offered: 180, DurationS: 20,
 			Baseline:    dist{Count: 10, P50: 120 * time.Millisecond, P99: 140 * time.Millisecond},

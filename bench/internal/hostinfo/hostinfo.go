@@ -1,5 +1,6 @@
-// Package hostinfo describes the machine a benchmark ran on (CPU, memory,
-// kernel, OS, Go) and its load, so every results page states its context.
+// Package hostinfo describes the machine and checkout a benchmark ran on (CPU,
+// memory, kernel, OS, Go), its load and the commit measured, so every results page states its
+// context.
 package hostinfo
 
 import (
