@@ -19,6 +19,14 @@ const (
 	MaxEmbeddingInputs = 2048
 	// MaxDim is the largest embedding dimension (--dim or "dimensions").
 	MaxDim = 8192
+	// DefaultBlockTokens is the KV block size when Config.BlockTokens is
+	// zero.
+	DefaultBlockTokens = 16
+	// MaxBlockTokens is the largest KV block size.
+	MaxBlockTokens = 1 << 16
+	// MaxKVBlocks is the largest KV-cache capacity in blocks; a cached
+	// block costs the sim about 80 bytes.
+	MaxKVBlocks = 1 << 26
 	// maxOutputFloats bounds the numbers in one embeddings or v2 infer
 	// response (about 40 MB of JSON).
 	maxOutputFloats = 1 << 22
@@ -69,9 +77,20 @@ type Config struct {
 	// DefaultMaxTokens is the output length of a request without max_tokens.
 	// Zero: 16.
 	DefaultMaxTokens int
-	// KVCacheTokens is the notional KV-cache capacity in tokens behind
-	// vllm:kv_cache_usage_perc. Zero: MaxRunning × 2048.
+	// KVCacheTokens is the KV-cache capacity in tokens, used when KVBlocks
+	// is zero. Zero: MaxRunning × 2048.
 	KVCacheTokens int
+	// BlockTokens is the number of tokens in one KV block, the unit of the
+	// prefix cache. Zero: 16, vLLM's default.
+	BlockTokens int
+	// KVBlocks is the KV-cache capacity in blocks: the blocks of running
+	// requests and the cached prefixes share it. Zero: KVCacheTokens /
+	// BlockTokens rounded up (1024 blocks with the other defaults).
+	KVBlocks int
+	// DisablePrefixCache turns the prefix cache off: every prompt token is
+	// prefilled and usage reports no cached tokens. Default false (on, as
+	// in vLLM).
+	DisablePrefixCache bool
 	// MaxBodyBytes bounds request bodies; larger ones get 413. Zero: 8 MiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout is how long Serve lets in-flight requests finish after
@@ -125,6 +144,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KVCacheTokens == 0 {
 		c.KVCacheTokens = c.MaxRunning * 2048
+	}
+	if c.BlockTokens == 0 {
+		c.BlockTokens = DefaultBlockTokens
+	}
+	if c.KVBlocks == 0 && c.BlockTokens > 0 {
+		c.KVBlocks = ceilDiv(c.KVCacheTokens, c.BlockTokens)
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = d.MaxBodyBytes
@@ -183,6 +208,12 @@ func (c Config) validate() error {
 	}
 	if c.KVCacheTokens < 1 {
 		bad("kv-cache-tokens: %d must be at least 1", c.KVCacheTokens)
+	}
+	if c.BlockTokens < 1 || c.BlockTokens > MaxBlockTokens {
+		bad("block-tokens: %d must be between 1 and %d", c.BlockTokens, MaxBlockTokens)
+	}
+	if c.KVBlocks < 1 || c.KVBlocks > MaxKVBlocks {
+		bad("kv-blocks: %d must be between 1 and %d", c.KVBlocks, MaxKVBlocks)
 	}
 	if c.MaxBodyBytes < 1 || c.MaxBodyBytes > math.MaxInt32 {
 		bad("max-body: %d must be between 1 byte and 2 GiB", c.MaxBodyBytes)

@@ -23,9 +23,10 @@ type Latency struct {
 }
 
 // Prefill is the time from admission to the first output token of a prompt
-// of promptTokens tokens; embeddings and v2 inference cost one prefill.
-func (l Latency) Prefill(promptTokens int) time.Duration {
-	d := float64(l.TTFT) + float64(promptTokens)*float64(l.PrefillPerToken)
+// of which uncachedTokens tokens are not in the prefix cache (the cached
+// ones cost nothing); embeddings and v2 inference cost one prefill.
+func (l Latency) Prefill(uncachedTokens int) time.Duration {
+	d := float64(l.TTFT) + float64(uncachedTokens)*float64(l.PrefillPerToken)
 	return clampDuration(d * l.Slowdown)
 }
 
@@ -58,14 +59,31 @@ type Timing struct {
 	// Tokens is the number of output tokens produced, fewer than asked when
 	// the request was cancelled.
 	Tokens int
+	// CachedTokens is the number of prompt tokens found in the prefix
+	// cache, which skipped the prefill.
+	CachedTokens int
+}
+
+// Prompt is a generation's input as the engine sees it.
+type Prompt struct {
+	// Tokens is the prompt length in tokens.
+	Tokens int
+	// Blocks are the chained hashes of the prompt's full blocks of
+	// Engine.BlockTokens tokens, first block first; nil when the prompt is
+	// not to be looked up in the prefix cache.
+	Blocks []uint64
 }
 
 // Engine is the simulated accelerator: a batch of at most MaxRunning
-// requests, a FIFO of the requests waiting for a slot, and the clock that
-// paces prefill and decode. It is safe for concurrent use.
+// requests, a FIFO of the requests waiting for a slot, a paged KV cache,
+// and the clock that paces prefill and decode. It is safe for concurrent
+// use.
+//
+// Lock order: Engine.mu and the KV cache's lock are never held together.
 type Engine struct {
 	lat   Latency
 	clock clockwork.Clock
+	kv    *kvCache
 
 	mu      sync.Mutex
 	running int
@@ -88,13 +106,20 @@ type waiter struct {
 	prev, next *waiter
 }
 
-// NewEngine returns an idle engine pacing its requests on clock.
-func NewEngine(lat Latency, clock clockwork.Clock) *Engine {
+// NewEngine returns an idle engine with an empty KV cache, pacing its
+// requests on clock.
+func NewEngine(lat Latency, kv KVCache, clock clockwork.Clock) *Engine {
 	if lat.MaxRunning < 1 {
 		lat.MaxRunning = 1
 	}
-	return &Engine{lat: lat, clock: clock}
+	return &Engine{lat: lat, clock: clock, kv: newKVCache(kv)}
 }
+
+// BlockTokens is the number of tokens in one KV block.
+func (e *Engine) BlockTokens() int { return e.kv.blockTokens }
+
+// KVStats returns a snapshot of the KV cache.
+func (e *Engine) KVStats() KVStats { return e.kv.stats() }
 
 // Latency returns the engine's latency model.
 func (e *Engine) Latency() Latency { return e.lat }
@@ -110,11 +135,12 @@ func (e *Engine) Waiting() int { return int(e.nWaiting.Load()) }
 func (e *Engine) KVTokens() int64 { return e.kvTokens.Load() }
 
 // Generate runs one text generation: it waits for a batch slot in FIFO order,
-// spends the prefill of promptTokens, then produces outputTokens tokens,
+// takes the prompt's KV blocks (reusing the cached prefix), spends the
+// prefill of the uncached prompt tokens, then produces outputTokens tokens,
 // calling emit (if not nil) with each token's index as soon as the token is
 // due. It returns early with ctx's error when ctx ends, or with emit's error;
-// either way the batch slot is freed before it returns.
-func (e *Engine) Generate(ctx context.Context, promptTokens, outputTokens int, emit func(i int) error) (Timing, error) {
+// either way the batch slot and the blocks are freed before it returns.
+func (e *Engine) Generate(ctx context.Context, p Prompt, outputTokens int, emit func(i int) error) (Timing, error) {
 	var t Timing
 	start := e.clock.Now()
 	if err := e.acquire(ctx); err != nil {
@@ -122,26 +148,32 @@ func (e *Engine) Generate(ctx context.Context, promptTokens, outputTokens int, e
 	}
 	admitted := e.clock.Now()
 	t.Queued = admitted.Sub(start)
-	kv := int64(promptTokens)
+	var lease kvLease
+	t.CachedTokens = e.kv.admit(&lease, p.Tokens, p.Blocks)
+	kv := int64(p.Tokens)
 	e.kvTokens.Add(kv)
 	defer func() {
 		e.kvTokens.Add(-kv)
+		e.kv.release(&lease)
 		e.release()
 	}()
 
-	p := pacer{now: admitted}
-	defer p.stop()
-	due := admitted.Add(e.lat.Prefill(promptTokens))
+	pc := pacer{now: admitted}
+	defer pc.stop()
+	due := admitted.Add(e.lat.Prefill(p.Tokens - t.CachedTokens))
 	for i := 0; i < outputTokens; i++ {
 		if i > 0 {
 			due = due.Add(e.lat.InterToken(e.Running()))
 		}
-		if err := p.waitUntil(ctx, e.clock, due); err != nil {
+		if err := pc.waitUntil(ctx, e.clock, due); err != nil {
 			t.Total = e.clock.Since(start)
 			return t, err
 		}
 		e.kvTokens.Add(1)
 		kv++
+		if kv%int64(e.kv.blockTokens) == 1 || e.kv.blockTokens == 1 {
+			e.kv.grow(&lease)
+		}
 		t.Tokens++
 		if i == 0 {
 			t.FirstToken = e.clock.Since(start)
@@ -167,10 +199,13 @@ func (e *Engine) Encode(ctx context.Context, inputTokens int) (Timing, error) {
 	}
 	admitted := e.clock.Now()
 	t.Queued = admitted.Sub(start)
+	var lease kvLease
+	e.kv.reserve(&lease, inputTokens)
 	kv := int64(inputTokens)
 	e.kvTokens.Add(kv)
 	defer func() {
 		e.kvTokens.Add(-kv)
+		e.kv.release(&lease)
 		e.release()
 	}()
 	p := pacer{now: admitted}

@@ -67,6 +67,9 @@ func TestLatencyModel(t *testing.T) {
 	}
 }
 
+// testKV is the engine tests' KV cache: ample, with prefix caching.
+var testKV = KVCache{BlockTokens: 16, Blocks: 1024, PrefixCaching: true}
+
 // msLatency is a model whose every step is a whole number of milliseconds,
 // so a driver advancing the fake clock by 1ms observes exact times.
 var msLatency = Latency{
@@ -101,12 +104,18 @@ type harness struct {
 func newHarness(t *testing.T, lat Latency) *harness {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	fc := clockwork.NewFakeClockAt(t0)
-	return &harness{t: t, fc: fc, e: NewEngine(lat, fc), t0: t0}
+	return &harness{t: t, fc: fc, e: NewEngine(lat, testKV, fc), t0: t0}
 }
 
 // start launches a Generate and returns once the engine has admitted or
 // queued it, so that start order is arrival order.
 func (h *harness) start(ctx context.Context, id, prompt, output int) *run {
+	h.t.Helper()
+	return h.startPrompt(ctx, id, Prompt{Tokens: prompt}, output)
+}
+
+// startPrompt is start with a prompt that may hit the prefix cache.
+func (h *harness) startPrompt(ctx context.Context, id int, prompt Prompt, output int) *run {
 	h.t.Helper()
 	r := &run{done: make(chan struct{})}
 	before := h.e.Running() + h.e.Waiting()

@@ -20,6 +20,10 @@ const (
 	MetricPromptTokens     = "vllm:prompt_tokens_total"
 	MetricGenerationTokens = "vllm:generation_tokens_total"
 	MetricRequestSuccess   = "vllm:request_success_total"
+	// MetricPrefixCacheQueries and MetricPrefixCacheHits count prompt
+	// tokens looked up in the prefix cache and found there (vLLM v1).
+	MetricPrefixCacheQueries = "vllm:prefix_cache_queries_total"
+	MetricPrefixCacheHits    = "vllm:prefix_cache_hits_total"
 )
 
 // Bucket bounds follow vLLM's, so dashboards built for it read the sim alike.
@@ -44,7 +48,7 @@ type metrics struct {
 	successStop      prometheus.Counter
 }
 
-func newMetrics(model string, e *Engine, kvCapacity int) *metrics {
+func newMetrics(model string, e *Engine) *metrics {
 	labels := prometheus.Labels{"model_name": model}
 	m := &metrics{reg: prometheus.NewRegistry()}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
@@ -69,8 +73,14 @@ func newMetrics(model string, e *Engine, kvCapacity int) *metrics {
 	m.reg.MustRegister(
 		gauge(MetricRunning, "Requests in the batch.", func() float64 { return float64(e.Running()) }),
 		gauge(MetricWaiting, "Requests waiting for a batch slot.", func() float64 { return float64(e.Waiting()) }),
-		gauge(MetricKVCacheUsage, "Fraction of the notional KV cache held by running requests (1 = full).",
-			func() float64 { return min(float64(e.KVTokens())/float64(kvCapacity), 1) }),
+		gauge(MetricKVCacheUsage, "Fraction of the KV-cache blocks held by running requests (1 = full); cached blocks no request holds count as free.",
+			func() float64 { return e.KVStats().Usage() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: MetricPrefixCacheQueries,
+			Help: "Prompt tokens looked up in the prefix cache.", ConstLabels: labels},
+			func() float64 { return float64(e.kv.queries.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: MetricPrefixCacheHits,
+			Help: "Prompt tokens found in the prefix cache.", ConstLabels: labels},
+			func() float64 { return float64(e.kv.hits.Load()) }),
 		m.ttft, m.e2e, m.queue, m.promptTokens, m.generationTokens, success,
 	)
 	return m

@@ -135,34 +135,44 @@ func (s *Server) chatGeneration(req *chatRequest) (generation, bool, *openai.Err
 	if err != nil {
 		return generation{}, false, openai.BadRequest(err.Error())
 	}
+	g := generation{
+		ep:           chatEndpoint,
+		model:        model,
+		outputTokens: out,
+		finish:       finishReason(req.MaxCompletionTokens, req.MaxTokens),
+		includeUsage: req.Stream && req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
+	}
 	h := newHasher()
 	h.byte('c')
 	h.string(model)
 	h.sep()
-	prompt := 0
+	tk := s.tokenizer()
 	for i := range req.Messages {
 		m := &req.Messages[i]
 		h.string(m.Role)
 		h.sep()
-		prompt += countWords(m.Content.text)
+		tk.mark(m.Role)
+		tk.text(m.Content.text)
 		h.string(m.Content.text)
 		for _, part := range m.Content.parts {
-			prompt += countWords(part.Text)
+			tk.text(part.Text)
 			h.sep()
 			h.string(part.Text)
 		}
 		h.sep()
 	}
-	g := generation{
-		ep:           chatEndpoint,
-		model:        model,
-		promptTokens: max(prompt, 1),
-		outputTokens: out,
-		finish:       finishReason(req.MaxCompletionTokens, req.MaxTokens),
-		includeUsage: req.Stream && req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
-	}
+	g.setPrompt(&tk)
 	g.hash = finishHash(h, out, req.Seed)
 	return g, req.Stream, nil
+}
+
+// tokenizer returns a tokenizer that hashes blocks when the prefix cache
+// is on.
+func (s *Server) tokenizer() tokenizer {
+	if s.cfg.DisablePrefixCache {
+		return newTokenizer(0, nil)
+	}
+	return newTokenizer(s.engine.BlockTokens(), nil)
 }
 
 func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
@@ -207,11 +217,13 @@ func (s *Server) completionGeneration(req *completionRequest) (generation, *open
 	g := generation{
 		ep:           completionEndpoint,
 		model:        model,
-		promptTokens: max(it.tokens(), 1),
 		outputTokens: out,
 		finish:       finishReason(req.MaxTokens),
 		includeUsage: req.Stream && req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
 	}
+	tk := s.tokenizer()
+	it.tokenize(&tk)
+	g.setPrompt(&tk)
 	g.hash = finishHash(h, out, req.Seed)
 	return g, nil
 }
@@ -259,7 +271,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, g *generation,
 		if sw.flusher != nil {
 			sw.flusher.Flush()
 		}
-		t, err := s.engine.Generate(r.Context(), g.promptTokens, g.outputTokens, sw.token)
+		t, err := s.engine.Generate(r.Context(), g.prompt(), g.outputTokens, sw.token)
+		g.cachedTokens = t.CachedTokens
 		if err == nil {
 			err = sw.finish()
 		}
@@ -268,7 +281,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, g *generation,
 		return
 	}
 
-	t, err := s.engine.Generate(r.Context(), g.promptTokens, g.outputTokens, nil)
+	t, err := s.engine.Generate(r.Context(), g.prompt(), g.outputTokens, nil)
+	g.cachedTokens = t.CachedTokens
 	s.metrics.generated(g.promptTokens, t, err == nil, g.finish)
 	if err != nil {
 		putBuf(p, buf)

@@ -170,6 +170,17 @@ func (it *promptItem) tokens() int {
 	return countWords(it.text)
 }
 
+// tokenize feeds the item's tokens to t.
+func (it *promptItem) tokenize(t *tokenizer) {
+	if !it.isIDs {
+		t.text(it.text)
+		return
+	}
+	for _, id := range it.ids {
+		t.token(uint64(id))
+	}
+}
+
 func (it *promptItem) hash(h *hasher) {
 	if it.isIDs {
 		h.byte('i')

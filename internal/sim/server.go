@@ -65,6 +65,10 @@ func New(cfg Config) (*Server, error) {
 			BatchPenalty:    cfg.BatchPenalty,
 			MaxRunning:      cfg.MaxRunning,
 			Slowdown:        cfg.Slowdown,
+		}, KVCache{
+			BlockTokens:   cfg.BlockTokens,
+			Blocks:        cfg.KVBlocks,
+			PrefixCaching: !cfg.DisablePrefixCache,
 		}, cfg.Clock),
 		started: cfg.Clock.Now(),
 		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed5eed5eed5eed)),
@@ -75,7 +79,7 @@ func New(cfg Config) (*Server, error) {
 		id = cfg.Addr
 	}
 	s.setInstance(id)
-	s.metrics = newMetrics(cfg.Models[0], s.engine, cfg.KVCacheTokens)
+	s.metrics = newMetrics(cfg.Models[0], s.engine)
 	s.mux = s.routes()
 	return s, nil
 }

@@ -194,7 +194,7 @@ func TestMetrics(t *testing.T) {
 	cfg, fc := fakeClockConfig()
 	cfg.Models = []string{"m1", "m2"}
 	cfg.MaxRunning = 2
-	cfg.KVCacheTokens = 100
+	cfg.KVBlocks = 50
 	s, ts := startServer(t, cfg)
 	label := `{model_name="m1"}`
 
@@ -223,7 +223,7 @@ func TestMetrics(t *testing.T) {
 	for series, want := range map[string]float64{
 		MetricRunning + label:      2,
 		MetricWaiting + label:      2,
-		MetricKVCacheUsage + label: 0.06, // 2 × 3 prompt tokens of 100
+		MetricKVCacheUsage + label: 0.04, // 2 × 1 block (3 prompt tokens) of 50
 	} {
 		if m[series] != want {
 			t.Errorf("%s = %v, want %v", series, m[series], want)
@@ -247,6 +247,8 @@ func TestMetrics(t *testing.T) {
 		MetricWaiting + label:                                               0,
 		MetricKVCacheUsage + label:                                          0,
 		MetricPromptTokens + label:                                          12,
+		MetricPrefixCacheQueries + label:                                    12,
+		MetricPrefixCacheHits + label:                                       0,
 		MetricGenerationTokens + label:                                      16,
 		MetricTTFT + "_count" + label:                                       4,
 		MetricTTFT + "_sum" + label:                                         0.010 + 0.010 + 0.035 + 0.035,

@@ -152,3 +152,92 @@ func unitVector(v []float32, seed uint64) {
 		v[i] = float32(float64(v[i]) * inv)
 	}
 }
+
+// tokenizer turns a prompt into the sim's tokens: each maximal run of
+// non-space characters (a word, as countWords counts them) is one token
+// whose id is the FNV-1a hash of its bytes, and a prompt given as token ids
+// has those ids. It counts the tokens and, when size > 0, appends to blocks
+// the hash of every full block of size tokens, chained from the prompt's
+// start: block i hashes block i−1's hash and its own token ids in order, so
+// two prompts share block i exactly when their first (i+1)×size tokens are
+// equal. Equal text therefore gives equal blocks wherever it is sent.
+type tokenizer struct {
+	size   int
+	tokens int
+	n      int    // tokens in the current block
+	state  uint64 // hash of the current block so far
+	blocks []uint64
+}
+
+// blockSeed is the chain's root, the hash "before" the first block.
+const blockSeed = 0x6a09e667f3bcc908
+
+func newTokenizer(size int, blocks []uint64) tokenizer {
+	return tokenizer{size: size, state: blockSeed, blocks: blocks[:0]}
+}
+
+// token adds one token id.
+func (t *tokenizer) token(id uint64) {
+	t.tokens++
+	if t.size <= 0 {
+		return
+	}
+	t.state = mix64(t.state ^ id)
+	t.n++
+	if t.n == t.size {
+		t.blocks = append(t.blocks, t.state)
+		t.n = 0
+	}
+}
+
+// mark mixes a boundary that is not a token (a chat message's role) into
+// the current block, so that prompts equal in words but not in structure
+// get different blocks.
+func (t *tokenizer) mark(s string) {
+	if t.size <= 0 {
+		return
+	}
+	h := newHasher()
+	h.sep()
+	h.string(s)
+	t.state = mix64(t.state ^ h.sum())
+}
+
+// text adds the words of s.
+func (t *tokenizer) text(s string) {
+	if t.size <= 0 {
+		t.tokens += countWords(s)
+		return
+	}
+	h := newHasher()
+	inWord := false
+	for i := 0; i < len(s); {
+		c := s[i]
+		var space bool
+		size := 1
+		if c < utf8.RuneSelf {
+			space = asciiSpace[c]
+		} else {
+			var r rune
+			r, size = utf8.DecodeRuneInString(s[i:])
+			space = unicode.IsSpace(r)
+		}
+		switch {
+		case space && inWord:
+			t.token(h.sum())
+			inWord = false
+		case !space:
+			if !inWord {
+				h = newHasher()
+				inWord = true
+			}
+			for j := i; j < i+size; j++ {
+				h.byte(s[j])
+			}
+		}
+		i += size
+	}
+	if inWord {
+		t.token(h.sum())
+	}
+}

@@ -23,13 +23,28 @@ type generation struct {
 	ep           endpoint
 	model        string
 	promptTokens int
+	// blocks are the chained hashes of the prompt's full KV blocks.
+	blocks       []uint64
 	outputTokens int
+	// cachedTokens is set once the engine has looked the prompt up.
+	cachedTokens int
 	hash         uint64
 	// finish is "length" when the request set a token limit, which the sim
 	// always reaches, and "stop" when it ran to the default length, as a
 	// model that ended on its own would report.
 	finish       string
 	includeUsage bool
+}
+
+// setPrompt takes the prompt's length and blocks from a tokenizer that has
+// read all of it; a prompt counts at least one token.
+func (g *generation) setPrompt(t *tokenizer) {
+	g.promptTokens = max(t.tokens, 1)
+	g.blocks = t.blocks
+}
+
+func (g *generation) prompt() Prompt {
+	return Prompt{Tokens: g.promptTokens, Blocks: g.blocks}
 }
 
 // token returns output token i, bare and as a JSON string. Chat content
@@ -43,15 +58,18 @@ func (g *generation) token(i int) (bare, quoted string) {
 	return wordSpaced[k], jsonSpaced[k]
 }
 
-// appendUsage appends an OpenAI usage object.
-func appendUsage(b []byte, prompt, completion int) []byte {
+// appendUsage appends an OpenAI usage object; cached is the prompt tokens
+// served from the prefix cache.
+func appendUsage(b []byte, prompt, completion, cached int) []byte {
 	b = append(b, `{"prompt_tokens":`...)
 	b = strconv.AppendInt(b, int64(prompt), 10)
 	b = append(b, `,"completion_tokens":`...)
 	b = strconv.AppendInt(b, int64(completion), 10)
 	b = append(b, `,"total_tokens":`...)
 	b = strconv.AppendInt(b, int64(prompt+completion), 10)
-	return append(b, '}')
+	b = append(b, `,"prompt_tokens_details":{"cached_tokens":`...)
+	b = strconv.AppendInt(b, int64(cached), 10)
+	return append(b, "}}"...)
 }
 
 // appendCompletion appends the non-streaming response of g.
@@ -82,7 +100,7 @@ func appendCompletion(b []byte, g *generation, id string, created int64) []byte 
 	}
 	b = append(b, g.finish...)
 	b = append(b, `"}],"usage":`...)
-	b = appendUsage(b, g.promptTokens, g.outputTokens)
+	b = appendUsage(b, g.promptTokens, g.outputTokens, g.cachedTokens)
 	return append(b, "}\n"...)
 }
 
@@ -160,7 +178,7 @@ func (s *sseWriter) finish() error {
 	if s.g.includeUsage {
 		b = append(b, s.buf[:s.head]...)
 		b = append(b, `"choices":[],"usage":`...)
-		b = appendUsage(b, s.g.promptTokens, s.g.outputTokens)
+		b = appendUsage(b, s.g.promptTokens, s.g.outputTokens, s.g.cachedTokens)
 		b = append(b, "}\n\n"...)
 	}
 	b = append(b, "data: [DONE]\n\n"...)
