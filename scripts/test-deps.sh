@@ -6,6 +6,7 @@ set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v memcached >/dev/null 2>&1 || need+=(memcached)
 
 if ((${#need[@]})); then
   echo "test-deps: installing ${need[*]} from Debian packages" >&2

@@ -29,7 +29,7 @@ import (
 type Options struct {
 	// MemoryBytes bounds the in-memory level (cache.memory, whose default
 	// is 256 MiB). 0 keeps nothing in memory: every hit then comes from
-	// Redis, which must be set.
+	// Redis or Memcached, one of which must be set.
 	MemoryBytes int64
 	// MaxEntryBytes is the largest response stored; larger ones pass
 	// through uncached. Default 8 MiB, and never more than a quarter of a
@@ -41,9 +41,20 @@ type Options struct {
 	Redis redis.UniversalClient
 	// RedisPrefix starts every Redis key. Default "sluice:cache:".
 	RedisPrefix string
-	// RedisTimeout bounds one Redis lookup; a lookup that fails or takes
-	// longer is a miss. Default 250ms.
+	// RedisTimeout bounds one Redis (or Memcached) lookup; a lookup that
+	// fails or takes longer is a miss. Default 250ms.
 	RedisTimeout time.Duration
+	// Memcached, when set, lists Memcached servers (host:port, keys spread
+	// over them by hash) that are a second level shared by every gateway
+	// using them (cache.memcached), instead of Redis. Nil: none. Setting
+	// both Redis and Memcached is an error.
+	Memcached []string
+	// MemcachedPrefix starts every Memcached key. Default "sluice:cache:".
+	MemcachedPrefix string
+	// MemcachedItemLimit is the servers' item size limit (memcached -I);
+	// larger entries are kept in memory only. Default 1 MiB, memcached's
+	// default.
+	MemcachedItemLimit int
 	// Registerer receives the cache's metrics. Nil registers none.
 	Registerer prometheus.Registerer
 	// Clock is the time source for expiry. Nil uses the real clock.
@@ -86,23 +97,25 @@ type Cache struct {
 	log      *slog.Logger
 	m        *metrics
 
-	rdb          redis.UniversalClient
-	redisPrefix  string
-	redisTimeout time.Duration
-	writes       chan redisWrite
-	errMu        sync.Mutex
-	lastErrLog   time.Time
+	l2         sharedLevel // Redis or Memcached; nil: none
+	l2Timeout  time.Duration
+	writes     chan sharedWrite
+	errMu      sync.Mutex
+	lastErrLog time.Time
 
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
-// New returns a Cache. With Redis set it starts one goroutine that writes
-// entries to Redis in the background; Close stops it.
+// New returns a Cache. With Redis or Memcached set it starts one goroutine
+// that writes entries to it in the background; Close stops it.
 func New(opts Options) (*Cache, error) {
-	if opts.MemoryBytes < 0 || (opts.MemoryBytes == 0 && opts.Redis == nil) {
-		return nil, fmt.Errorf("cache: no memory and no Redis to keep responses in")
+	if opts.MemoryBytes < 0 || (opts.MemoryBytes == 0 && opts.Redis == nil && len(opts.Memcached) == 0) {
+		return nil, fmt.Errorf("cache: no memory, Redis or Memcached to keep responses in")
+	}
+	if opts.Redis != nil && len(opts.Memcached) > 0 {
+		return nil, fmt.Errorf("cache: Redis and Memcached are both set; choose one shared level")
 	}
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = defaultMaxEntry
@@ -116,6 +129,12 @@ func New(opts Options) (*Cache, error) {
 	}
 	if opts.RedisTimeout <= 0 {
 		opts.RedisTimeout = defaultRedisTimeout
+	}
+	if opts.MemcachedPrefix == "" {
+		opts.MemcachedPrefix = defaultMemcachedPrefix
+	}
+	if opts.MemcachedItemLimit <= 0 {
+		opts.MemcachedItemLimit = DefaultMemcachedItemLimit
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -134,20 +153,31 @@ func New(opts Options) (*Cache, error) {
 		opts.Clock = clockwork.NewRealClock()
 	}
 	c := &Cache{
-		mem:          mem,
-		maxEntry:     opts.MaxEntryBytes,
-		clock:        opts.Clock,
-		log:          opts.Logger,
-		m:            m,
-		rdb:          opts.Redis,
-		redisPrefix:  opts.RedisPrefix,
-		redisTimeout: opts.RedisTimeout,
-		done:         make(chan struct{}),
+		mem:       mem,
+		maxEntry:  opts.MaxEntryBytes,
+		clock:     opts.Clock,
+		log:       opts.Logger,
+		m:         m,
+		l2Timeout: opts.RedisTimeout,
+		done:      make(chan struct{}),
+	}
+	switch {
+	case opts.Redis != nil:
+		c.l2 = &redisLevel{rdb: opts.Redis, prefix: opts.RedisPrefix, errs: m.redisErrors}
+	case len(opts.Memcached) > 0:
+		l, err := newMemcachedLevel(opts.Memcached, opts.MemcachedPrefix, opts.MemcachedItemLimit, opts.RedisTimeout, opts.Clock, m.mcErrors)
+		if err != nil {
+			if mem != nil {
+				mem.StopAllGoroutines()
+			}
+			return nil, err
+		}
+		c.l2 = l
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	if c.rdb != nil {
-		c.writes = make(chan redisWrite, redisWriteQueue)
+	if c.l2 != nil {
+		c.writes = make(chan sharedWrite, redisWriteQueue)
 		go c.writeLoop(ctx)
 	} else {
 		close(c.done)

@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	reqs        *prometheus.CounterVec
 	redisErrors *prometheus.CounterVec
+	mcErrors    *prometheus.CounterVec
 
 	// pools holds each pool's request counters in a map that is replaced,
 	// never changed, so the hit path reads it without a lock or an
@@ -35,12 +36,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_cache_redis_errors_total",
 			Help: "Failed Redis operations of the response cache, by operation; each is served as a miss.",
 		}, []string{"op"}),
+		mcErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_cache_memcached_errors_total",
+			Help: "Failed Memcached operations of the response cache, by operation; each is served as a miss. too_large counts entries kept in memory only because they exceed the item limit.",
+		}, []string{"op"}),
 	}
 	var err error
 	if m.reqs, err = register(reg, m.reqs); err != nil {
 		return nil, err
 	}
 	if m.redisErrors, err = register(reg, m.redisErrors); err != nil {
+		return nil, err
+	}
+	if m.mcErrors, err = register(reg, m.mcErrors); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -9,36 +9,83 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
-// redisWrite is one entry waiting to be written to Redis.
-type redisWrite struct {
+// sharedLevel is the second level of the cache, shared by every gateway
+// replica that uses it: Redis or Memcached. It keeps encoded entries
+// (encodeEntry) by key.
+type sharedLevel interface {
+	// key is where the entry for k is kept.
+	key(k Key) string
+	// get returns the value kept under key, or errAbsent.
+	get(ctx context.Context, key string) ([]byte, error)
+	// set keeps data under key for ttl. A value the level cannot hold
+	// returns errTooLarge without contacting the server.
+	set(ctx context.Context, key string, data []byte, ttl time.Duration) error
+	// name is the level's name in log lines.
+	name() string
+	// errors counts the level's failures by operation.
+	errors() *prometheus.CounterVec
+}
+
+// Errors of sharedLevel implementations.
+var (
+	errAbsent   = errors.New("no entry")
+	errTooLarge = errors.New("entry larger than the shared level's item limit")
+)
+
+// sharedWrite is one entry waiting to be written to the shared level.
+type sharedWrite struct {
 	key  string
 	data []byte
 	ttl  time.Duration
 }
 
-func (c *Cache) redisKey(k Key) string { return c.redisPrefix + k.String() }
+// redisLevel keeps entries in Redis.
+type redisLevel struct {
+	rdb    redis.UniversalClient
+	prefix string
+	errs   *prometheus.CounterVec
+}
 
-// lookupRedis returns the entry Redis holds for k, or nil. Errors and
-// timeouts are misses.
+var _ sharedLevel = (*redisLevel)(nil)
+
+func (l *redisLevel) key(k Key) string               { return l.prefix + k.String() }
+func (l *redisLevel) name() string                   { return "redis" }
+func (l *redisLevel) errors() *prometheus.CounterVec { return l.errs }
+
+func (l *redisLevel) get(ctx context.Context, key string) ([]byte, error) {
+	data, err := l.rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, errAbsent
+	}
+	return data, err
+}
+
+func (l *redisLevel) set(ctx context.Context, key string, data []byte, ttl time.Duration) error {
+	return l.rdb.Set(ctx, key, data, ttl).Err()
+}
+
+// lookupRedis returns the entry the shared level (Redis or Memcached)
+// holds for k, or nil. Errors and timeouts are misses.
 func (c *Cache) lookupRedis(ctx context.Context, k Key) *entry {
-	if c.rdb == nil {
+	if c.l2 == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.redisTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.l2Timeout)
 	defer cancel()
-	data, err := c.rdb.Get(ctx, c.redisKey(k)).Bytes()
+	data, err := c.l2.get(ctx, c.l2.key(k))
 	if err != nil {
-		if !errors.Is(err, redis.Nil) {
-			c.redisError("get", err)
+		if !errors.Is(err, errAbsent) {
+			c.sharedError("get", err)
 		}
 		return nil
 	}
 	e, err := decodeEntry(data)
 	if err != nil {
-		c.redisError("decode", err)
+		c.sharedError("decode", err)
 		return nil
 	}
 	now := c.clock.Now().UnixNano()
@@ -49,21 +96,22 @@ func (c *Cache) lookupRedis(ctx context.Context, k Key) *entry {
 	return e
 }
 
-// storeRedis queues e for Redis without blocking; a full queue drops it.
+// storeRedis queues e for the shared level (Redis or Memcached) without
+// blocking; a full queue drops it.
 func (c *Cache) storeRedis(k Key, e *entry) {
-	if c.rdb == nil {
+	if c.l2 == nil {
 		return
 	}
-	w := redisWrite{key: c.redisKey(k), data: encodeEntry(e), ttl: e.ttl}
+	w := sharedWrite{key: c.l2.key(k), data: encodeEntry(e), ttl: e.ttl}
 	select {
 	case c.writes <- w:
 	default:
-		c.m.redisErrors.WithLabelValues("queue_full").Inc()
+		c.l2.errors().WithLabelValues("queue_full").Inc()
 	}
 }
 
-// writeLoop writes queued entries to Redis until ctx ends, then sends what
-// is still queued.
+// writeLoop writes queued entries to the shared level until ctx ends, then
+// sends what is still queued.
 func (c *Cache) writeLoop(ctx context.Context) {
 	defer close(c.done)
 	for {
@@ -85,18 +133,23 @@ func (c *Cache) writeLoop(ctx context.Context) {
 	}
 }
 
-func (c *Cache) write(ctx context.Context, w redisWrite) {
+func (c *Cache) write(ctx context.Context, w sharedWrite) {
 	ctx, cancel := context.WithTimeout(ctx, redisWriteTimeout)
 	defer cancel()
-	if err := c.rdb.Set(ctx, w.key, w.data, w.ttl).Err(); err != nil {
-		c.redisError("set", err)
+	err := c.l2.set(ctx, w.key, w.data, w.ttl)
+	switch {
+	case errors.Is(err, errTooLarge):
+		// Not a failure: the entry stays in memory only.
+		c.l2.errors().WithLabelValues("too_large").Inc()
+	case err != nil:
+		c.sharedError("set", err)
 	}
 }
 
-// redisError counts a Redis failure and logs it at most once per
-// redisErrorLogEvery.
-func (c *Cache) redisError(op string, err error) {
-	c.m.redisErrors.WithLabelValues(op).Inc()
+// sharedError counts a failure of the shared level and logs it at most
+// once per redisErrorLogEvery.
+func (c *Cache) sharedError(op string, err error) {
+	c.l2.errors().WithLabelValues(op).Inc()
 	c.errMu.Lock()
 	now := c.clock.Now()
 	if !c.lastErrLog.IsZero() && now.Sub(c.lastErrLog) < redisErrorLogEvery {
@@ -105,10 +158,10 @@ func (c *Cache) redisError(op string, err error) {
 	}
 	c.lastErrLog = now
 	c.errMu.Unlock()
-	c.log.Warn("response cache: redis "+op+" failed; serving from memory and upstream", "err", err)
+	c.log.Warn("response cache: "+c.l2.name()+" "+op+" failed; serving from memory and upstream", "err", err)
 }
 
-// The Redis form of an entry: a version byte, then uvarints and
+// The shared-level form of an entry: a version byte, then uvarints and
 // length-prefixed bytes:
 //
 //	version status expires(Unix ns)
