@@ -30,7 +30,8 @@ import (
 // rate limits and job ownership, and carries what the caller may do.
 // Tenants are shared between requests and must not be modified.
 type Tenant struct {
-	// Name is the key's name, or the JWT's tenant claim.
+	// Name is the key's name, or JWTTenantPrefix and the JWT's tenant
+	// claim ("jwt:acme"); the two never collide.
 	Name string
 	// Limits are the tenant's rate limits; zero fields are unlimited.
 	Limits config.TenantLimits
@@ -85,6 +86,9 @@ func New(ctx context.Context, cfg *config.Auth, opts Options) (*Authenticator, e
 	for i, k := range cfg.Keys {
 		if k.Name == "" {
 			return nil, fmt.Errorf("auth.keys[%d]: name is required", i)
+		}
+		if strings.HasPrefix(k.Name, JWTTenantPrefix) {
+			return nil, fmt.Errorf("auth.keys[%d] (%s): names starting with %q are reserved for JWT tenants", i, k.Name, JWTTenantPrefix)
 		}
 		sum, err := keyHash(k)
 		if err != nil {

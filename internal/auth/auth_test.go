@@ -406,8 +406,8 @@ func TestJWT(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Authenticate: %v", err)
 				}
-				if tenant.Name != tt.tenant {
-					t.Fatalf("tenant = %q, want %q", tenant.Name, tt.tenant)
+				if want := JWTTenantPrefix + tt.tenant; tenant.Name != want {
+					t.Fatalf("tenant = %q, want %q", tenant.Name, want)
 				}
 				if tenant.Limits.RPM != 60 || !tenant.MayUse("sim-llm") || tenant.MayUse("gpt-4") {
 					t.Fatalf("tenant %+v does not carry the jwt limits and models", tenant)
@@ -475,8 +475,8 @@ func TestJWTTenantClaim(t *testing.T) {
 	a := newAuth(t, cfg, clockwork.NewFakeClockAt(t0))
 
 	tenant, err := a.Authenticate(request("Bearer " + sign(t, rs, t0, func(c jwt.MapClaims) { c["org"] = "acme" })))
-	if err != nil || tenant.Name != "acme" {
-		t.Fatalf("Authenticate = %v, %v; want tenant acme", tenant, err)
+	if err != nil || tenant.Name != "jwt:acme" {
+		t.Fatalf("Authenticate = %v, %v; want tenant jwt:acme", tenant, err)
 	}
 	if _, err := a.Authenticate(request("Bearer " + sign(t, rs, t0, nil))); err == nil {
 		t.Fatal("token without the org claim was accepted")
@@ -492,7 +492,7 @@ func TestKeysAndJWTTogether(t *testing.T) {
 	a := newAuth(t, cfg, clockwork.NewFakeClockAt(t0))
 	for authz, want := range map[string]string{
 		"Bearer sk.with.dots":            "dotted",
-		"Bearer " + sign(t, rs, t0, nil): "team-jwt",
+		"Bearer " + sign(t, rs, t0, nil): "jwt:team-jwt",
 	} {
 		tenant, err := a.Authenticate(request(authz))
 		if err != nil || tenant.Name != want {

@@ -18,8 +18,17 @@ import (
 // leeway is the clock skew tolerated on exp, nbf and iat.
 const leeway = 30 * time.Second
 
-// maxTenantName bounds a tenant name taken from a token; it labels metrics.
+// maxTenantName bounds the tenant claim taken from a token; the tenant's
+// name labels metrics.
 const maxTenantName = 128
+
+// JWTTenantPrefix starts the name of every tenant a JWT authenticates:
+// a token whose tenant claim is "acme" is tenant "jwt:acme". API key
+// tenants keep their configured names, which may not start with it
+// (config.ReservedTenantPrefix), so no token can become a key's tenant
+// (own its jobs, share its rate limits and cache entries) by carrying the
+// key's name as its claim, and no key can become a token's tenant.
+const JWTTenantPrefix = config.ReservedTenantPrefix
 
 // asymmetricAlgs are the only signature algorithms accepted. HMAC and
 // "none" are absent: with a public JWKS, an HMAC "signature" could be made
@@ -132,7 +141,7 @@ func (v *jwtVerifier) verify(ctx context.Context, token string) (*Tenant, *opena
 	if !ok || name == "" || len(name) > maxTenantName || !printable(name) {
 		return nil, openai.Unauthorized(fmt.Sprintf("invalid bearer token: no usable %q claim", v.claim))
 	}
-	tenant := &Tenant{Name: name, Limits: v.limits, models: v.models}
+	tenant := &Tenant{Name: JWTTenantPrefix + name, Limits: v.limits, models: v.models}
 	until := now.Add(maxVerifiedAge)
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
 		until = minTime(until, exp.Add(leeway))

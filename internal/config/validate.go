@@ -574,6 +574,8 @@ func (v *validator) auth() {
 			v.addf(at+".name", "missing; the name is the tenant, which labels metrics and logs and owns jobs")
 		case strings.ContainsFunc(k.Name, func(r rune) bool { return r <= ' ' || r == 0x7f }):
 			v.addf(at+".name", "invalid tenant name %q; no spaces or control characters", k.Name)
+		case strings.HasPrefix(k.Name, ReservedTenantPrefix):
+			v.addf(at+".name", "tenant names starting with %q are reserved for JWT tenants (a token with tenant claim X is tenant %sX); rename this key", ReservedTenantPrefix, ReservedTenantPrefix)
 		case dup:
 			v.addf(at+".name", "duplicate tenant name %q; auth.keys[%d] has it too", k.Name, first)
 		default:
