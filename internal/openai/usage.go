@@ -2,7 +2,6 @@ package openai
 
 import (
 	"encoding/json"
-	"fmt"
 	"mime"
 )
 
@@ -447,67 +446,3 @@ func (ri RequestInfo) TokenReservation(defaultMaxTokens int64) int64 {
 	return ri.PromptTokensEstimate() + n*completion
 }
 
-// jsonSize decodes nothing: it records how long a JSON value is.
-type jsonSize int64
-
-func (n *jsonSize) UnmarshalJSON(b []byte) error {
-	*n += jsonSize(len(b))
-	return nil
-}
-
-type peekRequest struct {
-	Model         string `json:"model"`
-	Stream        bool   `json:"stream"`
-	StreamOptions *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-	MaxTokens           *int64 `json:"max_tokens"`
-	MaxCompletionTokens *int64 `json:"max_completion_tokens"`
-	N                   *int64 `json:"n"`
-
-	Messages     jsonSize `json:"messages"`
-	Prompt       jsonSize `json:"prompt"`
-	Input        jsonSize `json:"input"`
-	Instructions jsonSize `json:"instructions"`
-	Suffix       jsonSize `json:"suffix"`
-	Tools        jsonSize `json:"tools"`
-}
-
-// PeekRequest reads the fields of an OpenAI-style JSON request body that
-// routing and accounting need. It decodes with encoding/json into a small
-// struct: fields it does not name are skipped without being built, and the
-// prompt-bearing fields are only measured, not decoded, so the cost is one
-// validating pass over the body and no allocation proportional to it. The
-// error, for a body that is not a JSON object or whose fields have the wrong
-// types, is meant for a 400 response.
-func PeekRequest(body []byte) (RequestInfo, error) {
-	var p peekRequest
-	if err := json.Unmarshal(body, &p); err != nil {
-		return RequestInfo{}, fmt.Errorf("read request body: %w", err)
-	}
-	ri := RequestInfo{
-		Model:       p.Model,
-		Stream:      p.Stream,
-		N:           1,
-		PromptBytes: int64(p.Messages + p.Prompt + p.Input + p.Instructions + p.Suffix + p.Tools),
-	}
-	if p.StreamOptions != nil {
-		ri.IncludeUsage = p.StreamOptions.IncludeUsage
-	}
-	switch {
-	case p.MaxCompletionTokens != nil:
-		ri.MaxTokens = *p.MaxCompletionTokens
-	case p.MaxTokens != nil:
-		ri.MaxTokens = *p.MaxTokens
-	}
-	if ri.MaxTokens < 0 {
-		return RequestInfo{}, fmt.Errorf("read request body: max_tokens must not be negative")
-	}
-	if p.N != nil {
-		if *p.N < 1 {
-			return RequestInfo{}, fmt.Errorf("read request body: n must be at least 1")
-		}
-		ri.N = *p.N
-	}
-	return ri, nil
-}
