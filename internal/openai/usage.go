@@ -445,4 +445,3 @@ func (ri RequestInfo) TokenReservation(defaultMaxTokens int64) int64 {
 	}
 	return ri.PromptTokensEstimate() + n*completion
 }
-
