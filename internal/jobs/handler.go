@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,48 @@ func (a *api) tenant(r *http.Request) string {
 }
 
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ww := &wroteHeader{ResponseWriter: w}
+	defer a.recoverPanic(ww, r)
+	a.serve(ww, r)
+}
+
+// recoverPanic turns a panic below the jobs API into a 500 (when nothing
+// was written yet) and an error log with the stack, instead of a dropped
+// connection and a line only net/http's logger sees. http.ErrAbortHandler
+// is a deliberate abort and goes on up.
+func (a *api) recoverPanic(w *wroteHeader, r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	a.s.log.Error("jobs API panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	if !w.wrote {
+		(&openai.Error{Status: http.StatusInternalServerError, Message: "internal error in the jobs API", Type: "server_error", Code: "internal_error"}).Write(w)
+	}
+}
+
+// wroteHeader remembers whether a response was started.
+type wroteHeader struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *wroteHeader) WriteHeader(code int) {
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *wroteHeader) Write(p []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *wroteHeader) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (a *api) serve(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	switch {
 	case p == jobsPath:
@@ -232,6 +275,12 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 	}
 	if sub.header.Get("X-Request-Id") == "" && r.Header.Get("X-Request-Id") != "" {
 		sub.header.Set("X-Request-Id", r.Header.Get("X-Request-Id"))
+	}
+	// The target is checked before the validate hook (the gateway's
+	// routing) sees it: the hook may build a request from it.
+	if err := checkTarget(sub.method, sub.path); err != nil {
+		err.Write(w)
+		return
 	}
 	pool := ""
 	if a.validate != nil {

@@ -76,10 +76,7 @@ func (s *Service) newJobAt(req SubmitRequest, now time.Time) (*Job, *openai.Erro
 	if method == "" {
 		method = http.MethodPost
 	}
-	if !validMethod(method) {
-		return nil, openai.BadRequest(fmt.Sprintf("invalid method %q", method))
-	}
-	if err := validPath(req.Path); err != nil {
+	if err := checkTarget(method, req.Path); err != nil {
 		return nil, err
 	}
 	if len(req.Body) > s.opt.MaxRequestBody {
@@ -127,36 +124,78 @@ func (s *Service) newJobAt(req SubmitRequest, now time.Time) (*Job, *openai.Erro
 	}, nil
 }
 
-func validMethod(m string) bool {
-	if m == "" || len(m) > 16 {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		if m[i] < 'A' || m[i] > 'Z' {
-			return false
-		}
-	}
-	return m != http.MethodConnect
+// jobMethods are the methods a job may use: those of the APIs a gateway
+// fronts. CONNECT, TRACE and OPTIONS do not make sense as deferred work,
+// and anything else is no API's method.
+var jobMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true,
+	http.MethodPut: true, http.MethodPatch: true, http.MethodDelete: true,
 }
 
+// checkTarget checks a job's method and path: what the job replays as
+// its request line, so what every later stage (the gateway's routing, the
+// upstream request) may trust to be one. It runs before anything else
+// looks at them.
+func checkTarget(method, path string) *openai.Error {
+	if !validMethod(method) {
+		return openai.BadRequest(fmt.Sprintf("invalid method %q: want one of GET, HEAD, POST, PUT, PATCH, DELETE", clip(method)))
+	}
+	return validPath(path)
+}
+
+// validMethod reports whether m is an RFC 9110 token (upper case, as
+// methods are case-sensitive and every method a job may use is) and one of
+// jobMethods.
+func validMethod(m string) bool {
+	return jobMethods[m]
+}
+
+// validPath accepts an origin-form request target (RFC 9112 section
+// 3.2.1): an absolute path and an optional query, of visible ASCII only (a
+// space, a control character or a raw non-ASCII byte is not a valid
+// request line, and CR or LF would inject one), without a fragment, without
+// dot segments (a path is routed and authorized as written, so "/v1/x/../jobs"
+// must not reach what it names), and not under the jobs API.
 func validPath(p string) *openai.Error {
 	if p == "" {
-		return openai.BadRequest("path is required")
+		return openai.BadRequest("path is required, e.g. /v1/chat/completions")
 	}
 	if len(p) > maxPathLen {
 		return openai.BadRequest(fmt.Sprintf("path exceeds %d bytes", maxPathLen))
 	}
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
-		return openai.BadRequest(fmt.Sprintf("path %q must start with a single /", p))
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f {
+			return openai.BadRequest(fmt.Sprintf("invalid path %q: byte %d is %q; percent-encode spaces, control characters and non-ASCII", clip(p), i, c))
+		}
+	}
+	if p[0] != '/' || strings.HasPrefix(p, "//") {
+		return openai.BadRequest(fmt.Sprintf("path %q must be a path starting with a single /, not a URL", clip(p)))
+	}
+	if strings.IndexByte(p, '#') >= 0 {
+		return openai.BadRequest(fmt.Sprintf("path %q must not have a fragment (#)", clip(p)))
 	}
 	u, err := url.ParseRequestURI(p)
-	if err != nil {
-		return openai.BadRequest(fmt.Sprintf("invalid path %q", p))
+	if err != nil || u.Scheme != "" || u.Host != "" || u.Opaque != "" {
+		return openai.BadRequest(fmt.Sprintf("invalid path %q", clip(p)))
+	}
+	for seg := range strings.SplitSeq(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return openai.BadRequest(fmt.Sprintf("path %q must not have . or .. segments", clip(p)))
+		}
 	}
 	if u.Path == jobsPath || strings.HasPrefix(u.Path, jobsPath+"/") {
 		return openai.BadRequest("a job cannot call the jobs API")
 	}
 	return nil
+}
+
+// clip shortens a client's value for an error message.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
 }
 
 func validCallbackURL(raw string) *openai.Error {
