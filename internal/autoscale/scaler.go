@@ -4,8 +4,12 @@
 // a stable window for the steady state, a short panic window for bursts, a
 // scale-down delay with gradual steps, scale to zero and activation from zero
 // — plus an optional seasonal forecast that raises a floor ahead of predictable
-// peaks. Controller runs a Scaler for one pool every tick and drives an
-// Actuator (local processes now, a Kubernetes workload later).
+// peaks, and an SLO feedback that lowers the target while the observed time
+// to first token misses its objective. Demand turns what the gateway knows
+// (requests, pending jobs, tokens) and what the replicas report on their
+// /metrics (ReplicaScraper) into one number. Controller runs a Scaler for one
+// pool every tick and drives an Actuator (local processes, a Kubernetes
+// workload, or a command or webhook for any other platform).
 //
 // docs/autoscaling.md explains why the algorithm is what it is.
 package autoscale
@@ -50,6 +54,10 @@ type Sample struct {
 	// StartupTime is how long a new replica takes to become ready (0 when
 	// not measured yet). The predictive floor looks this far ahead.
 	StartupTime time.Duration
+	// TTFT is the time to first token observed since the last sample at
+	// the SLO's percentile; 0 when nothing was observed. Only the SLO
+	// feedback reads it.
+	TTFT time.Duration
 }
 
 // Decision is one autoscaling decision with the inputs that explain it. It
@@ -74,6 +82,12 @@ type Decision struct {
 	// 0 without a forecast (disabled, or less than one season seen).
 	PredictedDemand float64 `json:"predicted_demand"`
 	PredictedFloor  int     `json:"predicted_floor"`
+	// TTFT is the observed time to first token the SLO feedback compared
+	// with its objective (0: none observed, or no SLO), and SLOBoost the
+	// factor target_concurrency is divided by because of it (1 while the
+	// objective is met).
+	TTFT     time.Duration `json:"ttft,omitempty"`
+	SLOBoost float64       `json:"slo_boost,omitempty"`
 	// Rule names the rule that set Desired (one of the Rule constants);
 	// Reason says it in words with the numbers behind it.
 	Rule   string `json:"rule"`
@@ -90,6 +104,16 @@ const (
 	RuleStep       = "step"       // scale-down limited to halving
 	RuleIdle       = "idle"       // zero was due but scale_to_zero_after has not passed
 	RuleZero       = "zero"       // scale to zero
+	RuleSLO        = "slo"        // stable or panic, with the target lowered by the SLO feedback
+)
+
+// SLO feedback steps: while the objective is missed the boost grows by
+// sloStep at most once per panic window (so new replicas get a window to
+// show their effect), and it shrinks by the same factor once per
+// scale_down_delay while the TTFT is below sloRelax of the objective.
+const (
+	sloStep  = 1.25
+	sloRelax = 0.7
 )
 
 // Scaler is the autoscaling algorithm for one pool. It holds no goroutine
@@ -113,6 +137,9 @@ type Scaler struct {
 	busyAt   time.Time // last tick with demand > 0 (or the first tick)
 
 	forecast *Forecast
+
+	boost   float64   // SLO feedback: target_concurrency is divided by it
+	boostAt time.Time // last change of boost
 }
 
 // NewScaler returns a scaler for cfg, sampled every tick (DefaultTick when
@@ -131,6 +158,7 @@ func NewScaler(cfg config.Autoscale, tick time.Duration) *Scaler {
 		stable: newWindow(cfg.StableWindow.D(), tick),
 		panicW: newWindow(min(cfg.PanicWindow.D(), cfg.StableWindow.D()), tick),
 		recs:   newWindow(cfg.ScaleDownDelay.D(), tick),
+		boost:  1,
 	}
 	if cfg.Predictive.Enabled && cfg.Predictive.Season > 0 {
 		s.forecast = NewForecast(cfg.Predictive.Season.D(), tick)
@@ -195,6 +223,11 @@ func (s *Scaler) Decide(now time.Time, in Sample) Decision {
 	d.StableDemand, _ = s.stable.avg(now)
 	d.PanicDemand, _ = s.panicW.avg(now)
 	target := s.cfg.TargetConcurrency
+	if s.cfg.SLO.TTFT > 0 {
+		s.feedback(now, in.TTFT)
+		d.TTFT, d.SLOBoost = in.TTFT, s.boost
+		target /= s.boost
+	}
 
 	// 1-2: stable or panic.
 	want, rule := replicasFor(d.StableDemand/target), RuleStable
@@ -211,6 +244,10 @@ func (s *Scaler) Decide(now time.Time, in Sample) Decision {
 		d.Panic = true
 		want, rule = max(replicasFor(d.PanicDemand/target), in.Current, s.panicMax), RulePanic
 		s.panicMax = want
+	}
+
+	if s.boost > 1 && rule == RuleStable && want > replicasFor(d.StableDemand/s.cfg.TargetConcurrency) {
+		rule = RuleSLO
 	}
 
 	// 3: predictive floor.
@@ -266,6 +303,24 @@ func (s *Scaler) Decide(now time.Time, in Sample) Decision {
 	return d
 }
 
+// feedback updates the SLO boost from the TTFT observed at now (0: none).
+func (s *Scaler) feedback(now time.Time, ttft time.Duration) {
+	obj := s.cfg.SLO.TTFT.D()
+	maxBoost := max(s.cfg.SLO.MaxBoost, 1)
+	switch {
+	case ttft > obj:
+		if s.boost < maxBoost && now.Sub(s.boostAt) >= s.cfg.PanicWindow.D() {
+			s.boost, s.boostAt = min(s.boost*sloStep, maxBoost), now
+		}
+	case ttft < time.Duration(sloRelax*float64(obj)) || ttft == 0:
+		// No observation means no request finished its prefill: nothing
+		// is missed, so the boost may relax as when the objective is met.
+		if s.boost > 1 && now.Sub(s.boostAt) >= s.cfg.ScaleDownDelay.D() {
+			s.boost, s.boostAt = max(s.boost/sloStep, 1), now
+		}
+	}
+}
+
 // explain puts the rule that set d.Desired into words with its inputs.
 func (s *Scaler) explain(d *Decision, rule string, idle time.Duration) string {
 	target := s.cfg.TargetConcurrency
@@ -284,6 +339,8 @@ func (s *Scaler) explain(d *Decision, rule string, idle time.Duration) string {
 		return fmt.Sprintf("idle for %s; scale to zero after %s", idle, s.cfg.ScaleToZeroAfter.D())
 	case RuleZero:
 		return fmt.Sprintf("scale to zero: no demand for %s", idle)
+	case RuleSLO:
+		return fmt.Sprintf("slo: time to first token %s against an objective of %s; target lowered to %.2f (÷%.2f) for %.2f average demand", d.TTFT, s.cfg.SLO.TTFT.D(), target/d.SLOBoost, d.SLOBoost, d.StableDemand)
 	}
 	return fmt.Sprintf("stable: %.2f average demand over %s / target %g", d.StableDemand, s.cfg.StableWindow.D(), target)
 }

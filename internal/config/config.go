@@ -304,6 +304,16 @@ type Autoscale struct {
 	ScaleToZeroAfter Duration `yaml:"scale_to_zero_after"`
 	// Predictive adds a seasonal forecast to observed demand.
 	Predictive Predictive `yaml:"predictive"`
+	// Signals chooses what counts as demand besides requests. Default:
+	// requests only.
+	Signals Signals `yaml:"signals"`
+	// SLO adds replicas while the observed time to first token misses its
+	// objective. Default off.
+	SLO SLO `yaml:"slo"`
+	// Actuator drives replicas sluice does not run itself (an AWS Auto
+	// Scaling group, Nomad, Docker Compose). Nil: the pool's process or
+	// kubernetes block is the actuator.
+	Actuator *Actuator `yaml:"actuator"`
 }
 
 // Predictive configures the seasonal demand forecast.
@@ -312,6 +322,58 @@ type Predictive struct {
 	Enabled bool `yaml:"enabled"`
 	// Season is the period demand repeats over. Default 24h.
 	Season Duration `yaml:"season"`
+	// History is a CSV file of past demand ("unix seconds or RFC 3339
+	// time,demand" per line) the forecast is trained on at start, so it
+	// forecasts from the first minute instead of after one season. Default
+	// none.
+	History string `yaml:"history"`
+}
+
+// Signals are the LLM-aware parts of demand. Each one that is set can only
+// raise demand above the request count (in-flight + waiting requests +
+// pending jobs), which always counts.
+type Signals struct {
+	// ReplicaQueue adds this many units of demand per request waiting
+	// inside a replica (vllm:num_requests_waiting from its /metrics): a
+	// replica that queues is past its batch size. Default 0 (off).
+	ReplicaQueue float64 `yaml:"replica_queue"`
+	// KVCache is the KV-cache usage (0 to 1, vllm:kv_cache_usage_perc) one
+	// replica should run at; demand is at least the replicas' summed usage
+	// / kv_cache × target_concurrency. Default 0 (off).
+	KVCache float64 `yaml:"kv_cache"`
+	// Tokens is the tokens in flight (prompt + expected output of the
+	// requests in flight and waiting) one replica should carry; demand is
+	// at least tokens in flight / tokens × target_concurrency. Default 0
+	// (off).
+	Tokens float64 `yaml:"tokens"`
+	// ScrapeInterval is how often the replicas' /metrics are read for
+	// replica_queue and kv_cache. Default 5s.
+	ScrapeInterval Duration `yaml:"scrape_interval"`
+}
+
+// SLO is the latency objective the autoscaler defends.
+type SLO struct {
+	// TTFT is the objective for the time to first token at Percentile; 0
+	// turns the feedback off. Default 0.
+	TTFT Duration `yaml:"ttft"`
+	// Percentile of the TTFT observed over the panic window that must stay
+	// within TTFT, in (0, 1). Default 0.9.
+	Percentile float64 `yaml:"percentile"`
+	// MaxBoost bounds the feedback: the target concurrency is divided by at
+	// most this factor while the objective is missed. Default 4.
+	MaxBoost float64 `yaml:"max_boost"`
+}
+
+// Actuator runs a command or calls a webhook with the desired replica
+// count. Exactly one of Command and Webhook is required.
+type Actuator struct {
+	// Command is argv, run without a shell; {replicas} and {pool} are
+	// replaced in each argument.
+	Command []string `yaml:"command"`
+	// Webhook is a URL that receives POST {"pool": ..., "replicas": n}.
+	Webhook string `yaml:"webhook"`
+	// Timeout bounds one run or call. Default 30s.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Route sends matching requests to a pool before model routing applies.

@@ -99,8 +99,13 @@ func DefaultAutoscale() Autoscale {
 		PanicThreshold:    2,
 		ScaleDownDelay:    Duration(30 * time.Second),
 		Predictive:        Predictive{Season: Duration(24 * time.Hour)},
+		Signals:           Signals{ScrapeInterval: Duration(5 * time.Second)},
+		SLO:               SLO{Percentile: 0.9, MaxBoost: 4},
 	}
 }
+
+// DefaultActuator returns the defaults of a pool's autoscale.actuator block.
+func DefaultActuator() Actuator { return Actuator{Timeout: Duration(30 * time.Second)} }
 
 // DefaultRoute returns the defaults of one entry of routes.
 func DefaultRoute() Route { return Route{PathPrefix: "/"} }
@@ -119,6 +124,7 @@ var elementDefaults = map[reflect.Type]func() any{
 	reflect.TypeFor[Process]():    func() any { return DefaultProcess() },
 	reflect.TypeFor[Kubernetes](): func() any { return DefaultKubernetes() },
 	reflect.TypeFor[Autoscale]():  func() any { return DefaultAutoscale() },
+	reflect.TypeFor[Actuator]():   func() any { return DefaultActuator() },
 	reflect.TypeFor[Route]():      func() any { return DefaultRoute() },
 	reflect.TypeFor[APIKey]():     func() any { return DefaultAPIKey() },
 	reflect.TypeFor[JWT]():        func() any { return DefaultJWT() },

@@ -200,7 +200,9 @@ func TestFullConfig(t *testing.T) {
 					Min: 0, Max: 12, TargetConcurrency: 2.5,
 					StableWindow: d("2m"), PanicWindow: d("10s"), PanicThreshold: 3,
 					ScaleDownDelay: d("1m"), ScaleToZeroAfter: d("5m"),
-					Predictive: Predictive{Enabled: true, Season: d("168h")},
+					Predictive: Predictive{Enabled: true, Season: d("168h"), History: "/var/lib/sluice/local-demand.csv"},
+					Signals:    Signals{ReplicaQueue: 0.5, KVCache: 0.8, Tokens: 16000, ScrapeInterval: d("2s")},
+					SLO:        SLO{TTFT: d("800ms"), Percentile: 0.95, MaxBoost: 2},
 				}
 				return p
 			}(),
@@ -215,6 +217,29 @@ func TestFullConfig(t *testing.T) {
 				}
 				a := DefaultAutoscale()
 				a.Min, a.Max = 2, 20
+				p.Autoscale = &a
+				return p
+			}(),
+			func() Pool {
+				p := DefaultPool()
+				p.Name = "asg"
+				p.Models = []string{"asg-llm"}
+				p.Backends = []Backend{{URL: "http://10.0.0.5:8000", Weight: 1}}
+				a := DefaultAutoscale()
+				a.Actuator = &Actuator{
+					Command: []string{"aws", "autoscaling", "set-desired-capacity", "--auto-scaling-group-name", "{pool}", "--desired-capacity", "{replicas}"},
+					Timeout: d("45s"),
+				}
+				p.Autoscale = &a
+				return p
+			}(),
+			func() Pool {
+				p := DefaultPool()
+				p.Name = "nomad"
+				p.Models = []string{"nomad-llm"}
+				p.Backends = []Backend{{URL: "http://10.0.0.6:8000", Weight: 1}}
+				a := DefaultAutoscale()
+				a.Actuator = &Actuator{Webhook: "https://scaler.internal/v1/scale", Timeout: d("30s")}
 				p.Autoscale = &a
 				return p
 			}(),
@@ -378,6 +403,7 @@ func TestDefaults(t *testing.T) {
 		{"autoscale block", DefaultAutoscale(), Autoscale{
 			Min: 1, Max: 8, TargetConcurrency: 4, StableWindow: Duration(time.Minute), PanicWindow: Duration(6 * time.Second),
 			PanicThreshold: 2, ScaleDownDelay: Duration(30 * time.Second), Predictive: Predictive{Season: Duration(24 * time.Hour)},
+			Signals: Signals{ScrapeInterval: Duration(5 * time.Second)}, SLO: SLO{Percentile: 0.9, MaxBoost: 4},
 		}},
 		{"route", DefaultRoute(), Route{PathPrefix: "/"}},
 		{"api key", DefaultAPIKey(), APIKey{Models: []string{"*"}}},

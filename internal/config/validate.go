@@ -299,8 +299,11 @@ func (v *validator) pool(at string, p *Pool) {
 		v.kubernetes(at+".kubernetes", p.Kubernetes, p.Autoscale != nil)
 	}
 	if p.Autoscale != nil {
-		if p.Process == nil && p.Kubernetes == nil {
-			v.addf(at+".autoscale", "autoscale needs process or kubernetes replicas; sluice cannot start or stop static backends")
+		switch {
+		case p.Process == nil && p.Kubernetes == nil && p.Autoscale.Actuator == nil:
+			v.addf(at+".autoscale", "autoscale needs process or kubernetes replicas, or an actuator; sluice cannot start or stop static backends")
+		case p.Process != nil && p.Autoscale.Actuator != nil:
+			v.addf(at+".autoscale.actuator", "is for replicas sluice does not run; process replicas are started by sluice")
 		}
 		v.autoscale(at+".autoscale", p.Autoscale)
 	}
@@ -476,6 +479,46 @@ func (v *validator) autoscale(at string, a *Autoscale) {
 	}
 	if a.Predictive.Enabled {
 		v.positive(at+".predictive.season", a.Predictive.Season)
+	}
+	if a.Predictive.History != "" && !a.Predictive.Enabled {
+		v.addf(at+".predictive.history", "only applies with predictive.enabled: true")
+	}
+	sig := a.Signals
+	if sig.ReplicaQueue < 0 {
+		v.addf(at+".signals.replica_queue", "must not be negative; 0 turns it off")
+	}
+	if sig.KVCache < 0 || sig.KVCache > 1 {
+		v.addf(at+".signals.kv_cache", "%g must be a usage between 0 and 1, e.g. 0.8; 0 turns it off", sig.KVCache)
+	}
+	if sig.Tokens < 0 {
+		v.addf(at+".signals.tokens", "must not be negative; 0 turns it off")
+	}
+	if sig.ReplicaQueue > 0 || sig.KVCache > 0 {
+		v.positive(at+".signals.scrape_interval", sig.ScrapeInterval)
+	}
+	v.nonNegative(at+".slo.ttft", a.SLO.TTFT)
+	if a.SLO.TTFT > 0 {
+		if !(a.SLO.Percentile > 0 && a.SLO.Percentile < 1) {
+			v.addf(at+".slo.percentile", "%g must be between 0 and 1, e.g. 0.9", a.SLO.Percentile)
+		}
+		if !(a.SLO.MaxBoost >= 1) {
+			v.addf(at+".slo.max_boost", "%g must be at least 1, e.g. 4", a.SLO.MaxBoost)
+		}
+	}
+	if act := a.Actuator; act != nil {
+		switch {
+		case len(act.Command) == 0 && act.Webhook == "":
+			v.addf(at+".actuator", "needs command or webhook")
+		case len(act.Command) > 0 && act.Webhook != "":
+			v.addf(at+".actuator", "has both command and webhook; choose one")
+		case len(act.Command) > 0 && !slices.ContainsFunc(act.Command, func(s string) bool { return strings.Contains(s, "{replicas}") }):
+			v.addf(at+".actuator.command", "no argument has {replicas}; the command would not learn the count")
+		case act.Webhook != "":
+			if u, err := url.Parse(act.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.addf(at+".actuator.webhook", "%q is not an http or https URL", act.Webhook)
+			}
+		}
+		v.positive(at+".actuator.timeout", act.Timeout)
 	}
 }
 
