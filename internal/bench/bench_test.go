@@ -74,7 +74,7 @@ func BenchmarkRequestBody(b *testing.B) {
 // BenchmarkRecord records a streamed request's outcome from many goroutines
 // at once, as the open loop does.
 func BenchmarkRecord(b *testing.B) {
-	rec := newRecorder(4)
+	rec := newRecorder(4, SLO{})
 	var next atomic.Uint64
 	b.ReportAllocs()
 	b.ResetTimer()

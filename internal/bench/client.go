@@ -32,10 +32,26 @@ type outcome struct {
 	// itl holds the gaps between successive content chunks.
 	itl []time.Duration
 	// outTokens and inTokens are the completion and prompt tokens, from the
-	// response's usage when present.
-	outTokens, inTokens int64
+	// response's usage when present; cachedTokens is the prompt tokens the
+	// server's prefix cache held (usage.prompt_tokens_details.cached_tokens).
+	outTokens, inTokens, cachedTokens int64
+	// instance is the X-Sim-Instance response header: which replica
+	// answered.
+	instance string
 	// done is when the request finished.
 	done time.Time
+}
+
+// meanITL is the mean of the request's inter-token gaps, zero without any.
+func (o *outcome) meanITL() time.Duration {
+	if len(o.itl) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, g := range o.itl {
+		sum += g
+	}
+	return sum / time.Duration(len(o.itl))
 }
 
 func (o *outcome) ok() bool {
@@ -52,9 +68,24 @@ var ssePool = sync.Pool{New: func() any { return newSSEReader(nil) }}
 
 // usage is the OpenAI token accounting object.
 type usage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
+	PromptTokens        int64 `json:"prompt_tokens"`
+	CompletionTokens    int64 `json:"completion_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
 }
+
+// fill copies the usage into o.
+func (u *usage) fill(o *outcome) {
+	o.outTokens, o.inTokens = u.CompletionTokens, u.PromptTokens
+	if u.PromptTokensDetails != nil {
+		o.cachedTokens = u.PromptTokensDetails.CachedTokens
+	}
+}
+
+// InstanceHeader is the response header that names the replica that
+// answered (sluice sim sends it); Result.Replicas counts its values.
+const InstanceHeader = "X-Sim-Instance"
 
 // streamChunk is the part of a streamed chat or text completion chunk bench
 // reads. Text is only tested for presence, so it is not copied out.
@@ -115,35 +146,46 @@ type fullResponse struct {
 }
 
 // requestBody builds request bodies for one run: a fixed prefix, the
-// prompt, a fixed suffix.
+// prompt, the end of the prompt's string, max_tokens, a fixed tail.
 type requestBody struct {
-	prefix, suffix []byte
-	seed           uint64
-	words          int
+	prefix, closing, tail []byte
+	seed                  uint64
+	words                 int
+	maxTokens             int
+	// withMaxTokens is false for embeddings.
+	withMaxTokens bool
+	// trace, when set, gives each request its prompt and max_tokens.
+	trace *Trace
 	// fixed, when set, is the one body every request sends (RepeatPrompt).
 	fixed []byte
 }
 
 func newRequestBody(cfg *Config) *requestBody {
 	model, _ := json.Marshal(cfg.Model) // a string always marshals
-	b := &requestBody{seed: cfg.Seed, words: cfg.PromptTokens}
+	b := &requestBody{
+		seed:          cfg.Seed,
+		words:         cfg.PromptTokens,
+		maxTokens:     cfg.MaxTokens,
+		withMaxTokens: cfg.Endpoint != EndpointEmbeddings,
+		trace:         cfg.Trace,
+	}
 	var stream string
 	if cfg.Stream {
 		stream = `,"stream":true,"stream_options":{"include_usage":true}`
 	}
-	maxTokens := strconv.Itoa(cfg.MaxTokens)
 	switch cfg.Endpoint {
 	case EndpointChat:
 		b.prefix = fmt.Appendf(nil, `{"model":%s,"messages":[{"role":"user","content":"`, model)
-		b.suffix = fmt.Appendf(nil, `"}],"max_tokens":%s%s}`, maxTokens, stream)
+		b.closing = []byte(`"}]`)
 	case EndpointCompletions:
 		b.prefix = fmt.Appendf(nil, `{"model":%s,"prompt":"`, model)
-		b.suffix = fmt.Appendf(nil, `","max_tokens":%s%s}`, maxTokens, stream)
+		b.closing = []byte(`"`)
 	case EndpointEmbeddings:
 		b.prefix = fmt.Appendf(nil, `{"model":%s,"input":"`, model)
-		b.suffix = []byte(`"}`)
+		b.closing = []byte(`"`)
 	}
-	if cfg.RepeatPrompt {
+	b.tail = fmt.Appendf(nil, `%s}`, stream)
+	if cfg.RepeatPrompt && b.trace == nil {
 		b.fixed = b.build(0)
 	}
 	return b
@@ -159,10 +201,23 @@ func (b *requestBody) forRequest(index uint64) []byte {
 }
 
 func (b *requestBody) build(index uint64) []byte {
-	buf := make([]byte, 0, len(b.prefix)+len(b.suffix)+b.words*8)
+	words, maxTokens := b.words, b.maxTokens
+	if b.trace != nil {
+		words, maxTokens = b.trace.PromptWords(int(index)), b.trace.OutputTokens(int(index))
+	}
+	buf := make([]byte, 0, len(b.prefix)+len(b.closing)+len(b.tail)+words*8+32)
 	buf = append(buf, b.prefix...)
-	buf = Prompt(buf, b.seed, index, b.words)
-	return append(buf, b.suffix...)
+	if b.trace != nil {
+		buf = b.trace.AppendPrompt(buf, int(index), b.seed)
+	} else {
+		buf = Prompt(buf, b.seed, index, words)
+	}
+	buf = append(buf, b.closing...)
+	if b.withMaxTokens {
+		buf = append(buf, `,"max_tokens":`...)
+		buf = strconv.AppendInt(buf, int64(maxTokens), 10)
+	}
+	return append(buf, b.tail...)
 }
 
 // client sends one run's requests.
@@ -173,6 +228,9 @@ type client struct {
 	host   string
 	body   *requestBody
 	stream bool
+	// trace and sessionHeader send trace requests' session ids.
+	trace         *Trace
+	sessionHeader string
 	// promptWords stands in for prompt tokens when a response has no usage.
 	promptWords int64
 	timeout     time.Duration
@@ -206,13 +264,15 @@ func newClient(cfg *Config, rt http.RoundTripper) *client {
 			// A redirect is the server's answer, counted by its status.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		target:      cfg.URL,
-		header:      h,
-		host:        host,
-		body:        newRequestBody(cfg),
-		stream:      cfg.Stream,
-		promptWords: int64(cfg.PromptTokens),
-		timeout:     cfg.Timeout,
+		target:        cfg.URL,
+		header:        h,
+		host:          host,
+		body:          newRequestBody(cfg),
+		stream:        cfg.Stream,
+		trace:         cfg.Trace,
+		sessionHeader: cfg.SessionHeader,
+		promptWords:   int64(cfg.PromptTokens),
+		timeout:       cfg.Timeout,
 	}
 }
 
@@ -256,6 +316,12 @@ func (c *client) do(ctx context.Context, index uint64, intended time.Time, o *ou
 	}
 	// Shared by every request: the transport only reads it.
 	req.Header = c.header
+	if c.trace != nil {
+		if session := c.trace.Requests[index].Session(); session != "" {
+			req.Header = c.header.Clone()
+			req.Header.Set(c.sessionHeader, session)
+		}
+	}
 	if c.host != "" {
 		req.Host = c.host
 	}
@@ -266,6 +332,9 @@ func (c *client) do(ctx context.Context, index uint64, intended time.Time, o *ou
 	}
 	defer resp.Body.Close()
 	o.status = resp.StatusCode
+	if v := resp.Header[InstanceHeader]; len(v) > 0 {
+		o.instance = v[0]
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 			fail(err)
@@ -273,6 +342,11 @@ func (c *client) do(ctx context.Context, index uint64, intended time.Time, o *ou
 		}
 		o.done = time.Now()
 		return
+	}
+	// The prompt's length stands in for usage the response lacks.
+	o.inTokens = c.promptWords
+	if c.trace != nil {
+		o.inTokens = int64(c.trace.PromptWords(int(index)))
 	}
 	if c.stream && isEventStream(resp.Header.Get("Content-Type")) {
 		err = c.readStream(resp.Body, intended, o)
@@ -344,9 +418,9 @@ func (c *client) readStream(body io.Reader, intended time.Time, o *outcome) erro
 	if _, err := io.Copy(io.Discard, body); err != nil {
 		return err
 	}
-	o.outTokens, o.inTokens = chunks, c.promptWords
+	o.outTokens = chunks
 	if u != nil {
-		o.outTokens, o.inTokens = u.CompletionTokens, u.PromptTokens
+		u.fill(o)
 	}
 	return nil
 }
@@ -367,10 +441,9 @@ func (c *client) readFull(body io.Reader, o *outcome) error {
 	}
 	o.done = time.Now()
 	if r.Usage != nil {
-		o.outTokens, o.inTokens = r.Usage.CompletionTokens, r.Usage.PromptTokens
+		r.Usage.fill(o)
 		return nil
 	}
-	o.inTokens = c.promptWords
 	for i := range r.Choices {
 		o.outTokens += countWords(r.Choices[i].Message.Content) + countWords(r.Choices[i].Text)
 	}

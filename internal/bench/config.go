@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -106,11 +107,34 @@ type Config struct {
 	// generation (keep-alive, no compression, enough idle connections for
 	// the run), closed when Run returns.
 	Transport http.RoundTripper
+
+	// Trace, when set, replays a trace instead of Rate or Concurrency
+	// (which must be zero): request i is sent at Trace.Requests[i].At /
+	// TimeScale after the start, as an open loop, with the trace's prompt
+	// (Trace.AppendPrompt) and max_tokens (Trace.OutputTokens), and its
+	// session id (TraceRequest.Session), if any, in SessionHeader.
+	// PromptTokens, MaxTokens and RepeatPrompt are not used. Duration, when
+	// set, stops the replay early; zero replays the whole trace.
+	Trace *Trace
+	// TimeScale divides the trace's inter-arrival times: 10 replays ten
+	// times faster, 0.5 at half speed. Default 1.
+	TimeScale float64
+	// SessionHeader names the request header that carries a trace
+	// request's session id. Default DefaultSessionHeader.
+	SessionHeader string
+
+	// Goodput is the service-level objective that Result.Good counts
+	// requests against. Its zero value checks nothing.
+	Goodput SLO
 }
+
+// DefaultSessionHeader carries a trace request's session (conversation)
+// id, for session-affine routing.
+const DefaultSessionHeader = "X-Session-ID"
 
 // closedLoop reports whether c (with defaults applied) runs workers rather
 // than a schedule.
-func (c *Config) closedLoop() bool { return c.Rate == 0 }
+func (c *Config) closedLoop() bool { return c.Rate == 0 && c.Trace == nil }
 
 // WithDefaults returns c with zero fields set to their defaults, URL
 // resolved to the full request URL and Endpoint to the endpoint it
@@ -123,11 +147,21 @@ func (c Config) WithDefaults() (Config, error) {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
-	if c.Rate == 0 && c.Concurrency == 0 {
+	if c.Rate == 0 && c.Concurrency == 0 && c.Trace == nil {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.TimeScale == 0 {
+		c.TimeScale = 1
+	}
+	if c.SessionHeader == "" {
+		c.SessionHeader = DefaultSessionHeader
 	}
 	if c.Duration == 0 {
 		c.Duration = DefaultDuration
+		if c.Trace != nil && c.TimeScale > 0 {
+			// Just past the last arrival, so every request is sent.
+			c.Duration = time.Duration(float64(c.Trace.Span())/c.TimeScale) + time.Millisecond
+		}
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
@@ -181,6 +215,25 @@ func (c Config) WithDefaults() (Config, error) {
 	if c.Stream && c.Endpoint == EndpointEmbeddings {
 		errs = append(errs, fmt.Errorf("stream: %s does not stream", EndpointEmbeddings))
 	}
+	if c.Trace != nil {
+		switch {
+		case c.Rate != 0 || c.Concurrency != 0:
+			errs = append(errs, errors.New("trace replays the trace's arrivals: rate and concurrency must not be set"))
+		case len(c.Trace.Requests) == 0:
+			errs = append(errs, errors.New("trace: no requests selected"))
+		case !(c.Trace.TokenScale > 0):
+			errs = append(errs, fmt.Errorf("trace: token scale %v must be above 0", c.Trace.TokenScale))
+		}
+	}
+	if !(c.TimeScale > 0 && c.TimeScale <= 1e6) {
+		errs = append(errs, fmt.Errorf("time scale %v: must be above 0 and at most 1e6", c.TimeScale))
+	}
+	if c.Goodput.TTFT < 0 || c.Goodput.ITL < 0 || c.Goodput.E2E < 0 {
+		errs = append(errs, errors.New("goodput: thresholds must not be negative"))
+	}
+	if (c.Goodput.TTFT > 0 || c.Goodput.ITL > 0) && !c.Stream {
+		errs = append(errs, errors.New("goodput: ttft and itl are measured on streams only: add stream"))
+	}
 	return c, errors.Join(errs...)
 }
 
@@ -223,4 +276,74 @@ func resolveTarget(raw, endpoint string) (target, resolved string, err error) {
 
 func knownEndpoint(e string) bool {
 	return e == EndpointChat || e == EndpointCompletions || e == EndpointEmbeddings
+}
+
+// SLO is a service-level objective per request: a request meets it when it
+// succeeded and each set threshold holds. Zero fields are not checked.
+type SLO struct {
+	// TTFT bounds the time to first token (streams only).
+	TTFT time.Duration
+	// ITL bounds the request's mean inter-token latency, the mean gap
+	// between its content chunks, which vLLM calls time per output token
+	// (streams only; a request with one chunk has no gap and meets it).
+	ITL time.Duration
+	// E2E bounds the end-to-end latency.
+	E2E time.Duration
+}
+
+// IsZero reports whether s checks nothing.
+func (s SLO) IsZero() bool { return s == SLO{} }
+
+// String formats s as ParseSLO reads it.
+func (s SLO) String() string {
+	var parts []string
+	for _, p := range []struct {
+		name string
+		v    time.Duration
+	}{{"ttft", s.TTFT}, {"itl", s.ITL}, {"e2e", s.E2E}} {
+		if p.v > 0 {
+			parts = append(parts, p.name+"="+strconv.FormatFloat(float64(p.v)/float64(time.Millisecond), 'f', -1, 64))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// met reports whether a successful request with these timings meets s.
+// ttft is negative when unknown; meanITL is zero without gaps.
+func (s SLO) met(ttft, meanITL, e2e time.Duration) bool {
+	return (s.TTFT == 0 || (ttft >= 0 && ttft <= s.TTFT)) &&
+		(s.ITL == 0 || meanITL <= s.ITL) &&
+		(s.E2E == 0 || e2e <= s.E2E)
+}
+
+// ParseSLO reads "ttft=MS,itl=MS,e2e=MS" (any subset, in any order;
+// milliseconds, fractions allowed). vLLM's names tpot (for itl) and e2el
+// (for e2e) are accepted too.
+func ParseSLO(spec string) (SLO, error) {
+	var s SLO
+	if strings.TrimSpace(spec) == "" {
+		return s, errors.New("goodput: empty; want ttft=MS,itl=MS,e2e=MS")
+	}
+	for part := range strings.SplitSeq(spec, ",") {
+		key, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return SLO{}, fmt.Errorf("goodput %q: want key=milliseconds", part)
+		}
+		ms, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil || !(ms > 0 && ms <= float64(maxTraceAt/time.Millisecond)) {
+			return SLO{}, fmt.Errorf("goodput %s=%s: want a positive number of milliseconds", key, val)
+		}
+		d := time.Duration(ms * float64(time.Millisecond))
+		switch strings.ToLower(strings.TrimSpace(key)) {
+		case "ttft":
+			s.TTFT = d
+		case "itl", "tpot":
+			s.ITL = d
+		case "e2e", "e2el":
+			s.E2E = d
+		default:
+			return SLO{}, fmt.Errorf("goodput %q: unknown key %q (want ttft, itl or e2e)", part, key)
+		}
+	}
+	return s, nil
 }

@@ -137,3 +137,58 @@ func TestSchedule(t *testing.T) {
 		t.Errorf("%.2f of gaps under half the mean, want about 0.39 for exponential gaps", frac)
 	}
 }
+
+func TestParseSLO(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want SLO
+		err  bool
+	}{
+		{"ttft=500", SLO{TTFT: 500 * time.Millisecond}, false},
+		{"ttft=200, itl=12.5,e2e=3000", SLO{TTFT: 200 * time.Millisecond, ITL: 12500 * time.Microsecond, E2E: 3 * time.Second}, false},
+		{"tpot=50,e2el=100", SLO{ITL: 50 * time.Millisecond, E2E: 100 * time.Millisecond}, false},
+		{"", SLO{}, true},
+		{"ttft", SLO{}, true},
+		{"ttft=0", SLO{}, true},
+		{"ttft=-5", SLO{}, true},
+		{"ttft=abc", SLO{}, true},
+		{"latency=5", SLO{}, true},
+		{"ttft=NaN", SLO{}, true},
+	} {
+		got, err := ParseSLO(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ParseSLO(%q) = %+v, %v", tc.in, got, err)
+		}
+		if err == nil {
+			if back, _ := ParseSLO(got.String()); back != got {
+				t.Errorf("%q: String %q does not parse back", tc.in, got.String())
+			}
+		}
+	}
+}
+
+func TestWithDefaultsTrace(t *testing.T) {
+	tr := &Trace{Format: TraceAzure, TokenScale: 1, Requests: []TraceRequest{{At: 0}, {At: 10 * time.Second}}}
+	c, err := Config{URL: "http://h", Model: "m", Trace: tr, TimeScale: 4}.WithDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Concurrency != 0 || c.Duration != 2500*time.Millisecond+time.Millisecond || c.SessionHeader != DefaultSessionHeader || c.closedLoop() {
+		t.Errorf("trace defaults: %+v", c)
+	}
+	if c, _ := (Config{URL: "http://h", Model: "m", Trace: tr}).WithDefaults(); c.TimeScale != 1 {
+		t.Errorf("default time scale %v", c.TimeScale)
+	}
+	for _, bad := range []Config{
+		{URL: "http://h", Model: "m", Trace: tr, Rate: 5},
+		{URL: "http://h", Model: "m", Trace: tr, Concurrency: 5},
+		{URL: "http://h", Model: "m", Trace: &Trace{TokenScale: 1}},
+		{URL: "http://h", Model: "m", Trace: tr, TimeScale: -1},
+		{URL: "http://h", Model: "m", Goodput: SLO{TTFT: time.Second}},
+		{URL: "http://h", Model: "m", Goodput: SLO{E2E: -time.Second}},
+	} {
+		if _, err := bad.WithDefaults(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}

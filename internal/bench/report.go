@@ -74,14 +74,74 @@ type Result struct {
 	// chunks of OK streamed requests is one sample.
 	ITL Summary
 
-	// The histograms behind Latency, TTFT and ITL, in microseconds (see
-	// github.com/HdrHistogram/hdrhistogram-go). Never nil.
-	LatencyHistogram, TTFTHistogram, ITLHistogram *hdrhistogram.Histogram
+	// TPOT is the time per output token: each OK streamed request with at
+	// least two content chunks is one sample, the mean of its gaps.
+	TPOT Summary
+
+	// The histograms behind Latency, TTFT, ITL and TPOT, in microseconds
+	// (see github.com/HdrHistogram/hdrhistogram-go). Never nil.
+	LatencyHistogram, TTFTHistogram, ITLHistogram, TPOTHistogram *hdrhistogram.Histogram
+
+	// Good counts the OK requests that met Config.Goodput; zero when no
+	// objective was set.
+	Good int64
+	// GoodRatio is Good over the finished requests (OK + Failed): the
+	// share of requests that met the objective.
+	GoodRatio float64
+	// GoodPerSecond is Good per second of Elapsed (vLLM's request_goodput).
+	GoodPerSecond float64
+
+	// CachedTokens totals the prompt tokens of OK requests that the server
+	// reported as cached (usage.prompt_tokens_details.cached_tokens).
+	CachedTokens int64
+	// CachedTokenRatio is CachedTokens over PromptTokens.
+	CachedTokenRatio float64
+	// Replicas counts OK requests by the replica that answered them, the
+	// value of their InstanceHeader; empty when no response carried it.
+	// Never nil.
+	Replicas map[string]int64
+
+	// Trace describes the replayed trace; nil for a rate or concurrency
+	// run.
+	Trace *TraceInfo
 }
 
-// Mode is "open" for a fixed-rate run, "closed" for a fixed-concurrency one.
+// TraceInfo describes the trace a run replayed.
+type TraceInfo struct {
+	// Path is the trace file.
+	Path string
+	// Format is TraceMooncake or TraceAzure.
+	Format string
+	// Requests is the number of requests selected for the replay.
+	Requests int
+	// TokenScale is the trace's token scaling (see TraceOptions).
+	TokenScale float64
+	// BlockReuseBound is Trace.BlockReuseBound of the selection: the
+	// cached share one infinite prefix cache would reach, in trace blocks.
+	BlockReuseBound float64
+}
+
+// ReplicaLoad returns the busiest replica's share of Replicas over the
+// mean share (1 is a perfect spread), or 0 without replicas.
+func (r *Result) ReplicaLoad() float64 {
+	var total, most int64
+	for _, n := range r.Replicas {
+		total += n
+		most = max(most, n)
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(most) * float64(len(r.Replicas)) / float64(total)
+}
+
+// Mode is "open" for a fixed-rate run, "closed" for a fixed-concurrency
+// one, "trace" for a trace replay.
 func (r *Result) Mode() string {
-	if r.Config.closedLoop() {
+	switch {
+	case r.Trace != nil:
+		return "trace"
+	case r.Config.Rate == 0:
 		return "closed"
 	}
 	return "open"
@@ -98,9 +158,13 @@ func (r *Result) WriteTable(w io.Writer) error {
 		target += "  stream"
 	}
 	var load string
-	if r.Mode() == "open" {
+	switch r.Mode() {
+	case "trace":
+		load = fmt.Sprintf("%s trace %s, %d requests at %s× speed", r.Trace.Format, r.Trace.Path,
+			r.Trace.Requests, formatFloat(cfg.TimeScale))
+	case "open":
 		load = fmt.Sprintf("open loop, %s arrivals at %s req/s", cfg.Arrivals, formatFloat(cfg.Rate))
-	} else {
+	default:
 		load = fmt.Sprintf("closed loop, %d workers", cfg.Concurrency)
 	}
 	load += fmt.Sprintf(" for %v", cfg.Duration)
@@ -114,13 +178,16 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if cfg.Endpoint != EndpointEmbeddings {
 		prompts += fmt.Sprintf(", max %d tokens", cfg.MaxTokens)
 	}
+	if r.Trace != nil {
+		prompts = fmt.Sprintf("from the trace, tokens × %s", formatFloat(r.Trace.TokenScale))
+	}
 	prompts += fmt.Sprintf(", seed %d", cfg.Seed)
 	elapsed := r.Elapsed.Round(10 * time.Millisecond).String()
 	if r.Interrupted {
 		elapsed += " (interrupted)"
 	}
 	requests := fmt.Sprintf("sent %d  ok %d  failed %d", r.Sent, r.OK, r.Failed)
-	if r.Mode() == "open" {
+	if r.Mode() != "closed" {
 		requests += fmt.Sprintf("  dropped %d", r.Dropped)
 	}
 	if r.Canceled > 0 {
@@ -141,6 +208,21 @@ func (r *Result) WriteTable(w io.Writer) error {
 	}
 	throughput += fmt.Sprintf("  %.1f prompt tokens/s", r.PromptTokensPerSecond)
 	fmt.Fprintf(&b, "%-11s %s\n", "Throughput", throughput)
+	if !cfg.Goodput.IsZero() {
+		slo := strings.ReplaceAll(strings.ReplaceAll(cfg.Goodput.String(), "=", " ≤ "), ",", "ms, ") + "ms"
+		fmt.Fprintf(&b, "%-11s %.1f%% of requests met %s (%d, %.2f req/s)\n", "Goodput",
+			100*r.GoodRatio, slo, r.Good, r.GoodPerSecond)
+	}
+	if r.CachedTokens > 0 || r.Trace != nil {
+		cache := fmt.Sprintf("%.1f%% of prompt tokens cached (%d of %d)", 100*r.CachedTokenRatio, r.CachedTokens, r.PromptTokens)
+		if r.Trace != nil && r.Trace.Format == TraceMooncake {
+			cache += fmt.Sprintf("; trace bound %.1f%% of blocks", 100*r.Trace.BlockReuseBound)
+		}
+		fmt.Fprintf(&b, "%-11s %s\n", "Cache", cache)
+	}
+	if len(r.Replicas) > 0 {
+		fmt.Fprintf(&b, "%-11s %s\n", "Replicas", r.replicaList())
+	}
 	b.WriteByte('\n')
 
 	// Cells are right-aligned; labels are padded to one width so they
@@ -163,6 +245,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if cfg.Stream {
 		row("ttft", r.TTFT)
 		row("itl", r.ITL)
+		if r.TPOT.Count > 0 {
+			row("tpot", r.TPOT)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -196,6 +281,24 @@ func (r *Result) failureList() string {
 	return strings.Join(parts, "  ")
 }
 
+// replicaList formats each replica's share of requests, by id, and the
+// busiest one's load over the mean.
+func (r *Result) replicaList() string {
+	ids := make([]string, 0, len(r.Replicas))
+	var total int64
+	for id, n := range r.Replicas {
+		ids = append(ids, id)
+		total += n
+	}
+	slices.Sort(ids)
+	parts := make([]string, 0, len(ids)+1)
+	for _, id := range ids {
+		parts = append(parts, fmt.Sprintf("%s %.1f%%", id, 100*float64(r.Replicas[id])/float64(total)))
+	}
+	parts = append(parts, fmt.Sprintf("(max/mean %.2f)", r.ReplicaLoad()))
+	return strings.Join(parts, "  ")
+}
+
 // SchemaVersion names the layout WriteJSON writes, in its "schema" field. A
 // change that renames or removes a field gets a new version.
 const SchemaVersion = "sluice.bench/v1"
@@ -226,7 +329,87 @@ type jsonResult struct {
 	Latency               jsonSummary      `json:"latency_ms"`
 	TTFT                  jsonSummary      `json:"ttft_ms"`
 	ITL                   jsonSummary      `json:"itl_ms"`
+	TPOT                  jsonSummary      `json:"tpot_ms"`
 	Histograms            jsonHistograms   `json:"histograms"`
+	Good                  int64            `json:"good"`
+	GoodRatio             float64          `json:"good_ratio"`
+	CachedTokens          int64            `json:"cached_tokens"`
+	CachedTokenRatio      float64          `json:"cached_token_ratio"`
+	Replicas              map[string]int64 `json:"replica_requests"`
+	ReplicaLoad           float64          `json:"replica_max_over_mean"`
+	Trace                 *jsonTrace       `json:"trace"`
+	vllmResult
+}
+
+type jsonTrace struct {
+	Path            string  `json:"path"`
+	Format          string  `json:"format"`
+	Requests        int     `json:"requests"`
+	TokenScale      float64 `json:"token_scale"`
+	BlockReuseBound float64 `json:"block_reuse_bound"`
+}
+
+// vllmResult holds the fields of vLLM's `vllm bench serve` result JSON
+// that bench measures too, under vLLM's names, so that tools reading those
+// files read these. They are derived from the fields above; ReadJSON
+// ignores them.
+type vllmResult struct {
+	Duration             float64  `json:"duration"`
+	Completed            int64    `json:"completed"`
+	TotalInputTokens     int64    `json:"total_input_tokens"`
+	TotalOutputTokens    int64    `json:"total_output_tokens"`
+	RequestThroughput    float64  `json:"request_throughput"`
+	RequestGoodput       *float64 `json:"request_goodput"`
+	OutputThroughput     float64  `json:"output_throughput"`
+	TotalTokenThroughput float64  `json:"total_token_throughput"`
+	MeanTTFTMS           float64  `json:"mean_ttft_ms"`
+	MedianTTFTMS         float64  `json:"median_ttft_ms"`
+	StdTTFTMS            float64  `json:"std_ttft_ms"`
+	P90TTFTMS            float64  `json:"p90_ttft_ms"`
+	P99TTFTMS            float64  `json:"p99_ttft_ms"`
+	MeanTPOTMS           float64  `json:"mean_tpot_ms"`
+	MedianTPOTMS         float64  `json:"median_tpot_ms"`
+	StdTPOTMS            float64  `json:"std_tpot_ms"`
+	P90TPOTMS            float64  `json:"p90_tpot_ms"`
+	P99TPOTMS            float64  `json:"p99_tpot_ms"`
+	MeanITLMS            float64  `json:"mean_itl_ms"`
+	MedianITLMS          float64  `json:"median_itl_ms"`
+	StdITLMS             float64  `json:"std_itl_ms"`
+	P90ITLMS             float64  `json:"p90_itl_ms"`
+	P99ITLMS             float64  `json:"p99_itl_ms"`
+	MeanE2ELMS           float64  `json:"mean_e2el_ms"`
+	MedianE2ELMS         float64  `json:"median_e2el_ms"`
+	StdE2ELMS            float64  `json:"std_e2el_ms"`
+	P90E2ELMS            float64  `json:"p90_e2el_ms"`
+	P99E2ELMS            float64  `json:"p99_e2el_ms"`
+}
+
+// vllm fills vLLM's fields from r.
+func (r *Result) vllm() vllmResult {
+	v := vllmResult{
+		Duration:             r.Elapsed.Seconds(),
+		Completed:            r.OK,
+		TotalInputTokens:     r.PromptTokens,
+		TotalOutputTokens:    r.OutputTokens,
+		RequestThroughput:    r.RequestsPerSecond,
+		OutputThroughput:     r.OutputTokensPerSecond,
+		TotalTokenThroughput: r.OutputTokensPerSecond + r.PromptTokensPerSecond,
+	}
+	if !r.Config.Goodput.IsZero() {
+		g := r.GoodPerSecond
+		v.RequestGoodput = &g
+	}
+	fill := func(s Summary, h *hdrhistogram.Histogram, mean, median, std, p90, p99 *float64) {
+		*mean, *median, *p90, *p99 = ms(s.Mean), ms(s.P50), ms(s.P90), ms(s.P99)
+		if h != nil && s.Count > 0 {
+			*std = h.StdDev() / 1000
+		}
+	}
+	fill(r.TTFT, r.TTFTHistogram, &v.MeanTTFTMS, &v.MedianTTFTMS, &v.StdTTFTMS, &v.P90TTFTMS, &v.P99TTFTMS)
+	fill(r.TPOT, r.TPOTHistogram, &v.MeanTPOTMS, &v.MedianTPOTMS, &v.StdTPOTMS, &v.P90TPOTMS, &v.P99TPOTMS)
+	fill(r.ITL, r.ITLHistogram, &v.MeanITLMS, &v.MedianITLMS, &v.StdITLMS, &v.P90ITLMS, &v.P99ITLMS)
+	fill(r.Latency, r.LatencyHistogram, &v.MeanE2ELMS, &v.MedianE2ELMS, &v.StdE2ELMS, &v.P90E2ELMS, &v.P99E2ELMS)
+	return v
 }
 
 type jsonConfig struct {
@@ -245,6 +428,15 @@ type jsonConfig struct {
 	MaxTokens    int     `json:"max_tokens"`
 	RepeatPrompt bool    `json:"repeat_prompt"`
 	Seed         uint64  `json:"seed"`
+	TimeScale    float64 `json:"time_scale"`
+	Goodput      jsonSLO `json:"goodput_slo_ms"`
+}
+
+// jsonSLO is an SLO in milliseconds; zero is unchecked.
+type jsonSLO struct {
+	TTFT float64 `json:"ttft"`
+	ITL  float64 `json:"itl"`
+	E2E  float64 `json:"e2e"`
 }
 
 type jsonSummary struct {
@@ -262,6 +454,7 @@ type jsonHistograms struct {
 	Latency string `json:"latency_us"`
 	TTFT    string `json:"ttft_us"`
 	ITL     string `json:"itl_us"`
+	TPOT    string `json:"tpot_us"`
 }
 
 // WriteJSON writes the result as one indented JSON object in the layout
@@ -275,10 +468,21 @@ type jsonHistograms struct {
 //	failed_by_status {"<status>": n}, failed_by_kind {"connect"|"timeout"|"other": n},
 //	requests_per_second, output_tokens, prompt_tokens, output_tokens_per_second,
 //	prompt_tokens_per_second,
-//	latency_ms, ttft_ms, itl_ms {count, min, mean, p50, p90, p99, p99_9, max},
-//	histograms {latency_us, ttft_us, itl_us} (HdrHistogram V2 compressed, base64).
+//	latency_ms, ttft_ms, itl_ms, tpot_ms {count, min, mean, p50, p90, p99, p99_9, max},
+//	histograms {latency_us, ttft_us, itl_us, tpot_us} (HdrHistogram V2 compressed, base64),
+//	good, good_ratio, cached_tokens, cached_token_ratio,
+//	replica_requests {"<X-Sim-Instance>": n}, replica_max_over_mean,
+//	trace (null, or {path, format, requests, token_scale, block_reuse_bound}),
 //
-// Durations are milliseconds as floats. ReadJSON reads it back.
+// with config also holding time_scale and goodput_slo_ms {ttft, itl, e2e}
+// (0 = unchecked); and, under the names of vLLM's `vllm bench serve`
+// result JSON: duration (seconds), completed, total_input_tokens,
+// total_output_tokens, request_throughput, request_goodput (null without an
+// SLO), output_throughput, total_token_throughput, and
+// {mean,median,std,p90,p99}_{ttft,tpot,itl,e2el}_ms.
+//
+// Durations are milliseconds as floats unless named otherwise. ReadJSON
+// reads it back.
 func (r *Result) WriteJSON(w io.Writer) error {
 	c := &r.Config
 	j := jsonResult{
@@ -300,6 +504,8 @@ func (r *Result) WriteJSON(w io.Writer) error {
 			MaxTokens:    c.MaxTokens,
 			RepeatPrompt: c.RepeatPrompt,
 			Seed:         c.Seed,
+			TimeScale:    c.TimeScale,
+			Goodput:      jsonSLO{TTFT: ms(c.Goodput.TTFT), ITL: ms(c.Goodput.ITL), E2E: ms(c.Goodput.E2E)},
 		},
 		Start:                 r.Start,
 		ElapsedMS:             ms(r.Elapsed),
@@ -319,6 +525,18 @@ func (r *Result) WriteJSON(w io.Writer) error {
 		Latency:               toJSONSummary(r.Latency),
 		TTFT:                  toJSONSummary(r.TTFT),
 		ITL:                   toJSONSummary(r.ITL),
+		TPOT:                  toJSONSummary(r.TPOT),
+		Good:                  r.Good,
+		GoodRatio:             r.GoodRatio,
+		CachedTokens:          r.CachedTokens,
+		CachedTokenRatio:      r.CachedTokenRatio,
+		Replicas:              nonNil(r.Replicas),
+		ReplicaLoad:           r.ReplicaLoad(),
+		vllmResult:            r.vllm(),
+	}
+	if t := r.Trace; t != nil {
+		j.Trace = &jsonTrace{Path: t.Path, Format: t.Format, Requests: t.Requests,
+			TokenScale: t.TokenScale, BlockReuseBound: t.BlockReuseBound}
 	}
 	var err error
 	for _, h := range []struct {
@@ -328,6 +546,7 @@ func (r *Result) WriteJSON(w io.Writer) error {
 		{&j.Histograms.Latency, r.LatencyHistogram},
 		{&j.Histograms.TTFT, r.TTFTHistogram},
 		{&j.Histograms.ITL, r.ITLHistogram},
+		{&j.Histograms.TPOT, r.TPOTHistogram},
 	} {
 		if *h.dst, err = encodeHistogram(h.h); err != nil {
 			return err
@@ -366,6 +585,8 @@ func ReadJSON(rd io.Reader) (*Result, error) {
 			MaxTokens:    c.MaxTokens,
 			RepeatPrompt: c.RepeatPrompt,
 			Seed:         c.Seed,
+			TimeScale:    c.TimeScale,
+			Goodput:      SLO{TTFT: fromMS(c.Goodput.TTFT), ITL: fromMS(c.Goodput.ITL), E2E: fromMS(c.Goodput.E2E)},
 		},
 		Start:                 j.Start,
 		Elapsed:               fromMS(j.ElapsedMS),
@@ -385,6 +606,17 @@ func ReadJSON(rd io.Reader) (*Result, error) {
 		Latency:               fromJSONSummary(j.Latency),
 		TTFT:                  fromJSONSummary(j.TTFT),
 		ITL:                   fromJSONSummary(j.ITL),
+		TPOT:                  fromJSONSummary(j.TPOT),
+		Good:                  j.Good,
+		GoodRatio:             j.GoodRatio,
+		GoodPerSecond:         perSecond(j.Good, fromMS(j.ElapsedMS)),
+		CachedTokens:          j.CachedTokens,
+		CachedTokenRatio:      j.CachedTokenRatio,
+		Replicas:              nonNil(j.Replicas),
+	}
+	if t := j.Trace; t != nil {
+		r.Trace = &TraceInfo{Path: t.Path, Format: t.Format, Requests: t.Requests,
+			TokenScale: t.TokenScale, BlockReuseBound: t.BlockReuseBound}
 	}
 	var err error
 	if r.LatencyHistogram, err = decodeHistogram(j.Histograms.Latency); err != nil {
@@ -395,6 +627,9 @@ func ReadJSON(rd io.Reader) (*Result, error) {
 	}
 	if r.ITLHistogram, err = decodeHistogram(j.Histograms.ITL); err != nil {
 		return nil, fmt.Errorf("bench result: itl histogram: %w", err)
+	}
+	if r.TPOTHistogram, err = decodeHistogram(j.Histograms.TPOT); err != nil {
+		return nil, fmt.Errorf("bench result: tpot histogram: %w", err)
 	}
 	return r, nil
 }

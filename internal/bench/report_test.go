@@ -17,14 +17,18 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // sampleResult builds a result from fixed samples, as a run would.
 func sampleResult(open, stream bool) *Result {
-	lat, ttft, itl := newDist(), newDist(), newDist()
+	lat, ttft, itl, tpot := newDist(), newDist(), newDist(), newDist()
 	for i := range 200 {
 		lat.record(20*time.Millisecond + time.Duration(i*i)*time.Microsecond)
 		if stream {
 			ttft.record(5*time.Millisecond + time.Duration(i)*37*time.Microsecond)
+			var sum time.Duration
 			for j := range 15 {
-				itl.record(time.Duration(900+j*13+i) * time.Microsecond)
+				gap := time.Duration(900+j*13+i) * time.Microsecond
+				itl.record(gap)
+				sum += gap
 			}
+			tpot.record(sum / 15)
 		}
 	}
 	lat.record(1234567 * time.Microsecond)
@@ -32,7 +36,10 @@ func sampleResult(open, stream bool) *Result {
 		URL: "http://127.0.0.1:9001/v1/chat/completions", Endpoint: EndpointChat, Model: "sim-llm",
 		Arrivals: ArrivalsPoisson, MaxInFlight: DefaultMaxInFlight,
 		Duration: 10 * time.Second, Warmup: 2 * time.Second, Timeout: DefaultTimeout,
-		Stream: stream, PromptTokens: 64, MaxTokens: 16, Seed: 42,
+		Stream: stream, PromptTokens: 64, MaxTokens: 16, Seed: 42, TimeScale: 1,
+	}
+	if stream {
+		cfg.Goodput = SLO{TTFT: 10 * time.Millisecond, ITL: 1500 * time.Microsecond}
 	}
 	if open {
 		cfg.Rate = 20.5
@@ -53,16 +60,21 @@ func sampleResult(open, stream bool) *Result {
 		Latency:          lat.summary(),
 		TTFT:             ttft.summary(),
 		ITL:              itl.summary(),
+		TPOT:             tpot.summary(),
 		LatencyHistogram: lat.hist,
 		TTFTHistogram:    ttft.hist,
 		ITLHistogram:     itl.hist,
+		TPOTHistogram:    tpot.hist,
+		CachedTokens:     201 * 16,
+		Replicas:         map[string]int64{"127.0.0.1:9001": 121, "127.0.0.1:9002": 80},
+	}
+	if stream {
+		r.Good = 150
 	}
 	if open {
 		r.Dropped = 3
 	}
-	r.RequestsPerSecond = perSecond(r.OK, r.Elapsed)
-	r.OutputTokensPerSecond = perSecond(r.OutputTokens, r.Elapsed)
-	r.PromptTokensPerSecond = perSecond(r.PromptTokens, r.Elapsed)
+	r.derive()
 	return r
 }
 
@@ -141,20 +153,36 @@ func TestJSONSchema(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}
+	var vllm []string
+	for _, m := range []string{"ttft", "tpot", "itl", "e2el"} {
+		for _, stat := range []string{"mean", "median", "std", "p90", "p99"} {
+			vllm = append(vllm, stat+"_"+m+"_ms")
+		}
+	}
 	want := map[string][]string{
-		"": {"schema", "target", "config", "start", "elapsed_ms", "interrupted", "sent", "ok", "failed", "dropped", "canceled",
+		"": append([]string{"schema", "target", "config", "start", "elapsed_ms", "interrupted", "sent", "ok", "failed", "dropped", "canceled",
 			"failed_by_status", "failed_by_kind", "requests_per_second", "output_tokens", "prompt_tokens",
-			"output_tokens_per_second", "prompt_tokens_per_second", "latency_ms", "ttft_ms", "itl_ms", "histograms"},
+			"output_tokens_per_second", "prompt_tokens_per_second", "latency_ms", "ttft_ms", "itl_ms", "histograms",
+			"tpot_ms", "good", "good_ratio", "cached_tokens", "cached_token_ratio", "replica_requests", "replica_max_over_mean", "trace",
+			// vLLM's names
+			"duration", "completed", "total_input_tokens", "total_output_tokens", "request_throughput", "request_goodput",
+			"output_throughput", "total_token_throughput"}, vllm...),
 		"config": {"mode", "endpoint", "model", "rate", "arrivals", "max_in_flight", "concurrency", "duration_ms", "warmup_ms",
-			"timeout_ms", "stream", "prompt_tokens", "max_tokens", "repeat_prompt", "seed"},
-		"latency_ms": {"count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"},
-		"ttft_ms":    {"count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"},
-		"itl_ms":     {"count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"},
-		"histograms": {"latency_us", "ttft_us", "itl_us"},
+			"timeout_ms", "stream", "prompt_tokens", "max_tokens", "repeat_prompt", "seed", "time_scale", "goodput_slo_ms"},
+		"latency_ms":     {"count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"},
+		"ttft_ms":        {"count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"},
+		"itl_ms":         {"count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"},
+		"tpot_ms":        {"count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"},
+		"histograms":     {"latency_us", "ttft_us", "itl_us", "tpot_us"},
+		"goodput_slo_ms": {"ttft", "itl", "e2e"},
 	}
 	for obj, fields := range want {
 		m := doc
-		if obj != "" {
+		switch obj {
+		case "":
+		case "goodput_slo_ms":
+			m = doc["config"].(map[string]any)[obj].(map[string]any)
+		default:
 			m = doc[obj].(map[string]any)
 		}
 		var got []string
@@ -173,6 +201,21 @@ func TestJSONSchema(t *testing.T) {
 	}
 	if v := doc["latency_ms"].(map[string]any)["max"]; v != 1234.567 {
 		t.Errorf("latency max %v, want 1234.567 (milliseconds)", v)
+	}
+	// vLLM's fields mirror ours in vLLM's units.
+	for name, want := range map[string]any{
+		"completed":          201.0,
+		"duration":           10.123456789,
+		"total_input_tokens": 201.0 * 64,
+		"mean_ttft_ms":       doc["ttft_ms"].(map[string]any)["mean"],
+		"median_e2el_ms":     doc["latency_ms"].(map[string]any)["p50"],
+		"p99_itl_ms":         doc["itl_ms"].(map[string]any)["p99"],
+		"request_goodput":    150 / 10.123456789,
+		"cached_token_ratio": 0.25,
+	} {
+		if doc[name] != want {
+			t.Errorf("%s = %v, want %v", name, doc[name], want)
+		}
 	}
 }
 
@@ -205,8 +248,8 @@ func TestJSONRoundTrip(t *testing.T) {
 		if !got.Start.Equal(want.Start) {
 			t.Errorf("start %v, want %v", got.Start, want.Start)
 		}
-		got.LatencyHistogram, got.TTFTHistogram, got.ITLHistogram = nil, nil, nil
-		want.LatencyHistogram, want.TTFTHistogram, want.ITLHistogram = nil, nil, nil
+		got.LatencyHistogram, got.TTFTHistogram, got.ITLHistogram, got.TPOTHistogram = nil, nil, nil, nil
+		want.LatencyHistogram, want.TTFTHistogram, want.ITLHistogram, want.TPOTHistogram = nil, nil, nil, nil
 		got.Start, want.Start = time.Time{}, time.Time{}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("round trip changed the result:\n got %+v\nwant %+v", got, want)

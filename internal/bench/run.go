@@ -10,6 +10,13 @@
 // distribution instead of hiding it by slowing the load down (the error
 // known as coordinated omission). Latencies, time to first token and
 // inter-token latency are kept in HDR histograms.
+//
+// It also replays production traces (LoadTrace: Mooncake JSONL, Azure CSV)
+// by their arrival times, scaled in time and in tokens; a Mooncake
+// request's hash_ids expand to the same text wherever they occur, so shared
+// prefixes reach the server as shared prefixes. Results add goodput at an
+// SLO, the prompt tokens the server's prefix cache served (from usage), and
+// the share of requests each replica answered.
 package bench
 
 import (
@@ -58,7 +65,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	r := &runner{
 		cfg:    cfg,
 		client: newClient(&cfg, rt),
-		rec:    newRecorder(runtime.GOMAXPROCS(0)),
+		rec:    newRecorder(runtime.GOMAXPROCS(0), cfg.Goodput),
 	}
 	r.start = time.Now()
 	r.measureFrom = r.start.Add(cfg.Warmup)
@@ -111,6 +118,9 @@ func (r *runner) openLoop(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	arrivals := newSchedule(r.cfg.Arrivals, r.cfg.Rate, r.cfg.Seed)
+	if r.cfg.Trace != nil {
+		arrivals = newTraceSchedule(r.cfg.Trace, r.cfg.TimeScale)
+	}
 	total := r.end.Sub(r.start)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -200,7 +210,7 @@ func (r *runner) result(stoppedAt time.Time) *Result {
 	elapsed := max(stoppedAt.Sub(r.measureFrom), 0)
 
 	cfg := r.cfg
-	cfg.APIKey, cfg.Header, cfg.Transport = "", nil, nil
+	cfg.APIKey, cfg.Header, cfg.Transport, cfg.Trace = "", nil, nil, nil
 	res := &Result{
 		Config:           cfg,
 		Start:            r.measureFrom,
@@ -217,14 +227,44 @@ func (r *runner) result(stoppedAt time.Time) *Result {
 		Latency:          m.latency.summary(),
 		TTFT:             m.ttft.summary(),
 		ITL:              m.itl.summary(),
+		TPOT:             m.tpot.summary(),
 		LatencyHistogram: m.latency.hist,
 		TTFTHistogram:    m.ttft.hist,
 		ITLHistogram:     m.itl.hist,
+		TPOTHistogram:    m.tpot.hist,
+		CachedTokens:     m.cachedTokens,
+		Replicas:         m.replicas,
 	}
-	res.RequestsPerSecond = perSecond(res.OK, elapsed)
-	res.OutputTokensPerSecond = perSecond(res.OutputTokens, elapsed)
-	res.PromptTokensPerSecond = perSecond(res.PromptTokens, elapsed)
+	if !cfg.Goodput.IsZero() {
+		res.Good = m.good
+	}
+	if t := r.cfg.Trace; t != nil {
+		res.Trace = &TraceInfo{
+			Path:            t.Path,
+			Format:          t.Format,
+			Requests:        len(t.Requests),
+			TokenScale:      t.TokenScale,
+			BlockReuseBound: t.BlockReuseBound(),
+		}
+	}
+	res.derive()
 	return res
+}
+
+// derive computes the rates and ratios of res from its counts.
+func (res *Result) derive() {
+	res.RequestsPerSecond = perSecond(res.OK, res.Elapsed)
+	res.OutputTokensPerSecond = perSecond(res.OutputTokens, res.Elapsed)
+	res.PromptTokensPerSecond = perSecond(res.PromptTokens, res.Elapsed)
+	res.GoodPerSecond = perSecond(res.Good, res.Elapsed)
+	res.GoodRatio = 0
+	if n := res.OK + res.Failed; n > 0 {
+		res.GoodRatio = float64(res.Good) / float64(n)
+	}
+	res.CachedTokenRatio = 0
+	if res.PromptTokens > 0 {
+		res.CachedTokenRatio = float64(res.CachedTokens) / float64(res.PromptTokens)
+	}
 }
 
 // schedule yields the open loop's arrival times as offsets from its start.
@@ -234,6 +274,13 @@ type schedule struct {
 	rng     *rand.Rand
 	i       uint64
 	at      float64 // seconds, for the Poisson process
+	// trace, when set, gives the arrivals, divided by timeScale.
+	trace     *Trace
+	timeScale float64
+}
+
+func newTraceSchedule(t *Trace, timeScale float64) *schedule {
+	return &schedule{trace: t, timeScale: timeScale}
 }
 
 func newSchedule(arrivals string, rate float64, seed uint64) *schedule {
@@ -248,7 +295,13 @@ func newSchedule(arrivals string, rate float64, seed uint64) *schedule {
 // from their index so that rounding never accumulates.
 func (s *schedule) next() time.Duration {
 	var sec float64
-	if s.poisson {
+	if s.trace != nil {
+		if s.i >= uint64(len(s.trace.Requests)) {
+			return math.MaxInt64
+		}
+		sec = s.trace.Requests[s.i].At.Seconds() / s.timeScale
+		s.i++
+	} else if s.poisson {
 		s.at += s.rng.ExpFloat64() / s.rate
 		sec = s.at
 	} else {

@@ -110,24 +110,31 @@ func (d *dist) summary() Summary {
 // end.
 type recorder struct {
 	shards []shard
+	slo    SLO
 }
 
 type shard struct {
-	mu                  sync.Mutex
-	latency, ttft, itl  dist
-	byStatus            map[int]int64
-	byKind              map[string]int64
-	outTokens, inTokens int64
-	lastDone            time.Time
+	mu                       sync.Mutex
+	latency, ttft, itl, tpot dist
+	byStatus                 map[int]int64
+	byKind                   map[string]int64
+	outTokens, inTokens      int64
+	cachedTokens, good       int64
+	replicas                 map[string]int64
+	lastDone                 time.Time
 }
 
-func newRecorder(n int) *recorder {
-	r := &recorder{shards: make([]shard, max(n, 1))}
+func newShard() shard {
+	return shard{
+		latency: newDist(), ttft: newDist(), itl: newDist(), tpot: newDist(),
+		byStatus: map[int]int64{}, byKind: map[string]int64{}, replicas: map[string]int64{},
+	}
+}
+
+func newRecorder(n int, slo SLO) *recorder {
+	r := &recorder{shards: make([]shard, max(n, 1)), slo: slo}
 	for i := range r.shards {
-		s := &r.shards[i]
-		s.latency, s.ttft, s.itl = newDist(), newDist(), newDist()
-		s.byStatus = map[int]int64{}
-		s.byKind = map[string]int64{}
+		r.shards[i] = newShard()
 	}
 	return r
 }
@@ -149,8 +156,19 @@ func (r *recorder) record(index uint64, o *outcome) {
 		for _, gap := range o.itl {
 			s.itl.record(gap)
 		}
+		mean := o.meanITL()
+		if len(o.itl) > 0 {
+			s.tpot.record(mean)
+		}
+		if !r.slo.IsZero() && r.slo.met(o.ttft, mean, o.latency) {
+			s.good++
+		}
 		s.outTokens += o.outTokens
 		s.inTokens += o.inTokens
+		s.cachedTokens += o.cachedTokens
+		if o.instance != "" {
+			s.replicas[o.instance]++
+		}
 	case o.kind != "":
 		s.byKind[o.kind]++
 	default:
@@ -160,16 +178,20 @@ func (r *recorder) record(index uint64, o *outcome) {
 
 // merged returns every shard folded into one.
 func (r *recorder) merged() *shard {
-	m := &shard{
-		latency: newDist(), ttft: newDist(), itl: newDist(),
-		byStatus: map[int]int64{}, byKind: map[string]int64{},
-	}
+	merged := newShard()
+	m := &merged
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()
 		m.latency.merge(&s.latency)
 		m.ttft.merge(&s.ttft)
 		m.itl.merge(&s.itl)
+		m.tpot.merge(&s.tpot)
+		m.cachedTokens += s.cachedTokens
+		m.good += s.good
+		for k, v := range s.replicas {
+			m.replicas[k] += v
+		}
 		for k, v := range s.byStatus {
 			m.byStatus[k] += v
 		}

@@ -56,6 +56,12 @@ func BenchmarkChatStream(b *testing.B) {
 	benchHandler(b, "/v1/chat/completions", chatBody("sim-llm", "say something short about rivers", `,"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}`))
 }
 
+// BenchmarkChatLongPrompt sends one 1024-word prompt again and again: the
+// cost of tokenizing it into 64 blocks and finding them in the prefix cache.
+func BenchmarkChatLongPrompt(b *testing.B) {
+	benchHandler(b, "/v1/chat/completions", chatBody("sim-llm", strings.Repeat("rivers run to the sea ", 1024/5), `,"max_tokens":16`))
+}
+
 func BenchmarkCompletion(b *testing.B) {
 	benchHandler(b, "/v1/completions", completionBody("sim-llm", "say something short about rivers", `,"max_tokens":16`))
 }

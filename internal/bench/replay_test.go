@@ -1,0 +1,169 @@
+package bench
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-ai/sluice/internal/sim"
+)
+
+// startSims starts n real sims with small latencies and a prefix cache of
+// ample size, and a round-robin proxy in front of them that records the
+// session header of every request.
+func startSims(t *testing.T, n int) (proxyURL string, sessions *sessionLog) {
+	t.Helper()
+	var targets []*httputil.ReverseProxy
+	for i := range n {
+		cfg := sim.DefaultConfig()
+		cfg.ID = "sim-" + string(rune('a'+i))
+		cfg.TTFT, cfg.ITL, cfg.PrefillPerToken = time.Millisecond, 100*time.Microsecond, time.Microsecond
+		cfg.KVBlocks = 1 << 16
+		s, err := sim.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewServer(s.Handler())
+		t.Cleanup(ts.Close)
+		u, _ := url.Parse(ts.URL)
+		rp := httputil.NewSingleHostReverseProxy(u)
+		rp.FlushInterval = -1
+		targets = append(targets, rp)
+	}
+	sessions = &sessionLog{byPrompt: map[string]string{}}
+	var next atomic.Uint64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sessions.add(r.Header.Get(DefaultSessionHeader))
+		targets[next.Add(1)%uint64(len(targets))].ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	return proxy.URL, sessions
+}
+
+type sessionLog struct {
+	mu       sync.Mutex
+	seen     []string
+	byPrompt map[string]string
+}
+
+func (l *sessionLog) add(s string) {
+	l.mu.Lock()
+	l.seen = append(l.seen, s)
+	l.mu.Unlock()
+}
+
+// TestReplayMooncakeAgainstSims replays the Mooncake excerpt through two
+// real sims: shared hash_ids become prefix-cache hits that the result
+// reports from usage, sessions reach the server, and each replica's share
+// is counted.
+func TestReplayMooncakeAgainstSims(t *testing.T) {
+	url, sessions := startSims(t, 2)
+	tr, err := LoadTrace("testdata/mooncake-excerpt.jsonl", TraceOptions{TokenScale: 1.0 / 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	res, err := Run(ctx, Config{
+		URL: url, Model: "sim-llm", Stream: true, Trace: tr, TimeScale: 2000,
+		Goodput: SLO{TTFT: time.Minute, ITL: time.Minute},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, res)
+	if res.Sent != 13 || res.OK != 13 {
+		t.Fatalf("sent %d, ok %d; want all 13 of the trace", res.Sent, res.OK)
+	}
+	var words int64
+	for i := range tr.Requests {
+		words += int64(tr.PromptWords(i))
+	}
+	if res.PromptTokens != words {
+		t.Errorf("prompt tokens %d, want the %d words of the scaled trace", res.PromptTokens, words)
+	}
+	// Round robin over two sims splits the hits, and the replay is too
+	// fast to keep arrival order within each 3s group of the trace; but a
+	// conversation's later turns (seconds apart in the trace, hundreds of
+	// microseconds here) and the shared first block do hit.
+	if res.CachedTokens == 0 || res.CachedTokenRatio > res.Trace.BlockReuseBound+0.01 {
+		t.Errorf("cached %d tokens (%.3f of prompt tokens); want some, and at most the bound %.3f",
+			res.CachedTokens, res.CachedTokenRatio, res.Trace.BlockReuseBound)
+	}
+	if len(res.Replicas) != 2 || res.Replicas["sim-a"]+res.Replicas["sim-b"] != 13 {
+		t.Errorf("replicas %v, want 13 requests over sim-a and sim-b", res.Replicas)
+	}
+	if res.Good != 13 || res.GoodRatio != 1 {
+		t.Errorf("good %d (%.2f) under a one-minute SLO, want all", res.Good, res.GoodRatio)
+	}
+	if res.Trace == nil || res.Trace.Format != TraceMooncake || res.Trace.Requests != 13 || res.Mode() != "trace" {
+		t.Errorf("trace info %+v, mode %s", res.Trace, res.Mode())
+	}
+	if res.TPOT.Count == 0 {
+		t.Error("no time per output token measured")
+	}
+	// Every excerpt request has a second block: 13 session headers, for 8
+	// conversations.
+	distinct := map[string]int{}
+	for _, s := range sessions.seen {
+		distinct[s]++
+	}
+	if len(sessions.seen) != 13 || len(distinct) != 8 || distinct["mooncake-14"] != 2 || distinct["mooncake-444"] != 2 || distinct["mooncake-42"] != 3 {
+		t.Errorf("sessions %v", distinct)
+	}
+}
+
+// TestReplayAzureTimesAndScale replays the Azure excerpt at 20× speed
+// against one sim: arrivals keep the trace's spacing divided by the time
+// scale, prompts and outputs are scaled, and random prompts share nothing.
+func TestReplayAzureTimesAndScale(t *testing.T) {
+	var mu sync.Mutex
+	var arrivals []time.Time
+	url, _ := startSims(t, 1)
+	target, _ := http.NewRequest(http.MethodGet, url, nil)
+	rp := httputil.NewSingleHostReverseProxy(target.URL)
+	rp.FlushInterval = -1
+	timed := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrivals = append(arrivals, time.Now())
+		mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	defer timed.Close()
+	tr, err := LoadTrace("testdata/azure-excerpt.csv", TraceOptions{TokenScale: 0.25, Limit: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	res, err := Run(ctx, Config{URL: timed.URL, Model: "sim-llm", Trace: tr, TimeScale: 20, Goodput: SLO{E2E: time.Minute}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, res)
+	if res.OK != 12 || res.CachedTokens != 0 || res.Good != 12 {
+		t.Errorf("ok %d, cached %d, good %d; want 12, 0, 12", res.OK, res.CachedTokens, res.Good)
+	}
+	var in, out int64
+	for i := range tr.Requests {
+		in += int64(tr.PromptWords(i))
+		out += int64(tr.OutputTokens(i))
+	}
+	if res.PromptTokens != in || res.OutputTokens != out {
+		t.Errorf("tokens %d in, %d out; want %d and %d", res.PromptTokens, res.OutputTokens, in, out)
+	}
+	// The replay took the trace's span / 20, not less.
+	want := tr.Span() / 20
+	if got := arrivals[len(arrivals)-1].Sub(arrivals[0]); got < want-5*time.Millisecond {
+		t.Errorf("arrivals spread over %v, want at least %v", got, want)
+	}
+	if res.Config.Duration != want+time.Millisecond {
+		t.Errorf("duration %v, want the scaled span %v + 1ms", res.Config.Duration, want)
+	}
+}
