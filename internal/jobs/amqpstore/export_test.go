@@ -1,0 +1,4 @@
+package amqpstore
+
+// DelayBucket exports delayBucket to the tests.
+var DelayBucket = delayBucket
