@@ -463,10 +463,8 @@ func (r *Router) account(sc *scratch, best, blocks int) {
 		r.m.unindexed.Inc()
 		return
 	}
+	// A capped holder that won on load still holds what it holds.
 	m := sc.out[best].Matched
-	if sc.out[best].Capped {
-		m = 0
-	}
 	r.m.blocksHit.Add(float64(m))
 	r.m.blocksMiss.Add(float64(blocks - m))
 	if m > 0 {
@@ -474,7 +472,7 @@ func (r *Router) account(sc *scratch, best, blocks int) {
 		return
 	}
 	for j := range sc.out {
-		if sc.out[j].Capped {
+		if sc.out[j].Matched > 0 && (sc.out[j].Capped || sc.out[j].Slow) {
 			r.m.capped.Inc()
 			return
 		}
@@ -489,7 +487,7 @@ func (r *Router) logPick(sc *scratch, best int) {
 			b.WriteString("; ")
 		}
 		fmt.Fprintf(&b, "%s total=%.3f prefix=%.2f(%d/%d%s) queue=%.2f(q=%.1f) kv=%.2f latency=%.2f(out=%.1f ttft=%.3fs) session=%.0f",
-			sc.reps[j].key, e.Total, e.Prefix, e.Matched, e.Blocks, map[bool]string{true: " capped"}[e.Capped],
+			sc.reps[j].key, e.Total, e.Prefix, e.Matched, e.Blocks, map[bool]string{true: " capped"}[e.Capped]+map[bool]string{true: " slow"}[e.Slow],
 			e.QueueS, e.Queue, e.KVCache, e.Latency, e.Outstanding, e.TTFTSeconds, e.Session)
 	}
 	r.log.Debug("kv_aware pick", "replica", sc.reps[best].key, "scores", b.String())

@@ -37,6 +37,15 @@ var DefaultWeights = Weights{Prefix: 2, Queue: 1, KVCache: 0.5, Latency: 1}
 // consistent_hash bounds a key's replica).
 const DefaultLoadFactor = 1.25
 
+// SlowFactor bounds affinity by speed: a replica whose first-token
+// latency estimate is more than SlowFactor times the fastest candidate's
+// is skipped for affinity, however much of the prompt it holds. A cached
+// prefix saves prefill, a fraction of first-token time; it cannot make up
+// for a replica that is several times slower (a degraded GPU, a noisy
+// neighbour), and sending a conversation there would keep feeding the
+// slow replica the tail of the latency distribution.
+const SlowFactor = 3
+
 // inputs are what a pick knows of one candidate.
 type inputs struct {
 	inFlight int64 // the gateway's requests in flight to it now
@@ -53,17 +62,19 @@ type Explain struct {
 	// leading blocks the replica was believed to hold.
 	Blocks  int `json:"blocks"`
 	Matched int `json:"matched"`
-	// Capped is set when the replica was over its load bound, so its
-	// prefix affinity counted for nothing.
+	// Capped is set when the replica was over its load bound, and Slow
+	// when it was over SlowFactor times the fastest candidate's first-token
+	// latency: either way its prefix affinity counted for nothing.
 	Capped bool `json:"capped"`
+	Slow   bool `json:"slow"`
 	// Outstanding is the load the bound and the latency scorer use: the
 	// engine's running + waiting requests as last scraped, corrected by
 	// the gateway's in-flight change since, or the gateway's in-flight
 	// count when the scrape is missing or stale on any candidate.
 	Outstanding float64 `json:"outstanding"`
 	// Queue is the queue scorer's input: the engine's waiting requests plus
-	// the gateway's in-flight growth since the scrape, or the gateway's
-	// in-flight count as above.
+	// the gateway's in-flight growth since the scrape; 0 (every candidate
+	// scores 1) when any candidate lacks a fresh scrape.
 	Queue float64 `json:"queue"`
 	// TTFTSeconds is the first-token latency estimate (0: none).
 	TTFTSeconds float64 `json:"ttft_seconds"`
@@ -80,10 +91,9 @@ type Explain struct {
 // block count and c the load factor.
 //
 // Inputs one candidate lacks are given the others' mean, so a missing
-// signal neither helps nor hurts it. The queue and outstanding loads are
-// compared like with like: the scraped engine view only when every
-// candidate has a fresh scrape, the gateway's own in-flight counts
-// otherwise.
+// signal neither helps nor hurts it. Loads are compared like with like:
+// the scraped engine view only when every candidate has a fresh scrape,
+// the gateway's own in-flight counts otherwise.
 func score(w Weights, c float64, blocks int, in []inputs, out []Explain) {
 	n := len(in)
 	scraped := true
@@ -93,7 +103,11 @@ func score(w Weights, c float64, blocks int, in []inputs, out []Explain) {
 	var sumE, maxQ float64
 	var kvSum, kvN, tSum, tN float64
 	for j := range in {
-		e, q := float64(in[j].inFlight), float64(in[j].inFlight)
+		// Without the engines' view the queue scorer is neutral: the
+		// gateway's in-flight counts are already in the latency scorer's
+		// expected wait, and counting them twice would favour an idle slow
+		// replica over a busy fast one.
+		e, q := float64(in[j].inFlight), 0.0
 		if scraped {
 			l := in[j].load
 			delta := float64(in[j].inFlight - l.inFlight)
@@ -122,8 +136,11 @@ func score(w Weights, c float64, blocks int, in []inputs, out []Explain) {
 	// The bound of consistent hashing with bounded loads, counting the
 	// request being placed.
 	bound := math.Ceil(c * (sumE + 1) / float64(n))
-	minX := math.Inf(1)
+	minX, minT := math.Inf(1), math.Inf(1)
 	for j := range in {
+		if in[j].ttft > 0 {
+			minT = min(minT, in[j].ttft)
+		}
 		t := in[j].ttft
 		if t <= 0 {
 			t = tMean
@@ -135,9 +152,12 @@ func score(w Weights, c float64, blocks int, in []inputs, out []Explain) {
 	for j := range in {
 		e := &out[j]
 		if blocks > 0 && in[j].matched > 0 {
-			if n > 1 && e.Outstanding+1 > bound {
+			switch {
+			case n > 1 && e.Outstanding+1 > bound:
 				e.Capped = true
-			} else {
+			case in[j].ttft > SlowFactor*minT:
+				e.Slow = true
+			default:
 				e.Prefix = float64(in[j].matched) / float64(blocks)
 			}
 		}
