@@ -52,7 +52,9 @@ func openJetStream(ctx context.Context, js jetstream.JetStream, name string, rep
 	return &jsStorage{kv: kv, objs: objs}, nil
 }
 
-func tenantKey(tenant string) string { return "t" + base64.RawURLEncoding.EncodeToString([]byte(tenant)) }
+func tenantKey(tenant string) string {
+	return "t" + base64.RawURLEncoding.EncodeToString([]byte(tenant))
+}
 
 func fileKey(tenant, id string) string  { return "f." + tenantKey(tenant) + "." + id }
 func batchKey(tenant, id string) string { return "b." + tenantKey(tenant) + "." + id }

@@ -48,9 +48,9 @@ func (e *LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e
 
 // wireLine is a line as written: {"custom_id","method","url","body"}.
 type wireLine struct {
-	CustomID *string        `json:"custom_id"`
-	Method   *string        `json:"method"`
-	URL      *string        `json:"url"`
+	CustomID *string         `json:"custom_id"`
+	Method   *string         `json:"method"`
+	URL      *string         `json:"url"`
 	Body     json.RawMessage `json:"body"`
 }
 
