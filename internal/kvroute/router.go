@@ -159,6 +159,7 @@ type Router struct {
 	clk   clockwork.Clock
 	log   *slog.Logger
 	hc    *http.Client
+	ownHC bool // hc is the router's own: Close closes its connections
 	index *Index
 	m     *poolMetrics
 	sync  *syncer // nil without Redis
@@ -218,12 +219,12 @@ func New(cfg Config, opts Options) *Router {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.HTTPClient == nil {
+	ownClient := opts.HTTPClient == nil
+	if ownClient {
 		opts.HTTPClient = &http.Client{Transport: &http.Transport{
 			Proxy:               nil,
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  false,
 		}}
 	}
 	if opts.Metrics == nil {
@@ -234,6 +235,7 @@ func New(cfg Config, opts Options) *Router {
 		clk:   opts.Clock,
 		log:   opts.Logger.With("pool", cfg.Pool, "balancer", "kv_aware"),
 		hc:    opts.HTTPClient,
+		ownHC: ownClient,
 		index: NewIndex(cfg.IndexEntries, cfg.IndexTTL, opts.Clock),
 		m:     opts.Metrics.forPool(cfg.Pool),
 		quit:  make(chan struct{}),
@@ -630,4 +632,7 @@ func (r *Router) Close() {
 	}
 	r.runMu.Unlock()
 	r.running.Wait()
+	if r.ownHC {
+		r.hc.CloseIdleConnections()
+	}
 }
