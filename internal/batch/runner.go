@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -136,14 +137,17 @@ func (r *runner) run(ctx context.Context) error {
 	if err := r.loadPlan(ctx); err != nil {
 		return r.fail(ctx, "plan_missing", err.Error())
 	}
-	in, err := r.s.st.openFile(ctx, r.rec.InputFileID)
+	in, err := r.spoolInput(ctx)
 	if errors.Is(err, errNotFound) {
 		return r.fail(ctx, "input_file_missing", fmt.Sprintf("input file %s was deleted while the batch ran", r.rec.InputFileID))
 	}
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer func() {
+		in.Close()
+		os.Remove(in.Name())
+	}()
 	lines := newLineReader(in, r.s.opt.MaxRequestBody+lineSlack)
 
 	t := r.s.clock.NewTicker(tick)
@@ -202,6 +206,34 @@ func (r *runner) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// spoolInput copies the input file to a local temporary file, which the
+// runner reads at the pace lines are submitted: an object store read is a
+// stream that should not be held open for hours.
+func (r *runner) spoolInput(ctx context.Context) (*os.File, error) {
+	ctx, cancel := r.opCtx(ctx)
+	defer cancel()
+	rc, err := r.s.st.openFile(ctx, r.rec.InputFileID)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp("", "sluice-batch-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool input file: %w", err)
+	}
+	if _, err := io.Copy(f, rc); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("spool input file %s: %w", r.rec.InputFileID, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return f, nil
 }
 
 func (r *runner) loadPlan(ctx context.Context) error {
