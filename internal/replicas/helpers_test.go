@@ -25,7 +25,8 @@ import (
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
-// The sluice binary replicas run (`sluice sim`), built once, on first use.
+// The binary replicas run: `sluice sim` alone (testdata/simd), built once,
+// on first use, so these tests do not depend on the gateway building.
 var (
 	buildOnce sync.Once
 	buildDir  string
@@ -33,8 +34,7 @@ var (
 	buildErr  error
 )
 
-// sluiceBin returns the sluice binary, building ./cmd/sluice of this module
-// the first time.
+// sluiceBin returns the replica binary, building it the first time.
 func sluiceBin(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() { buildPath, buildErr = buildSluice(buildDir) })
@@ -69,7 +69,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildSluice builds ./cmd/sluice of this module into dir.
+// buildSluice builds testdata/simd of this module into dir.
 func buildSluice(dir string) (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -77,10 +77,10 @@ func buildSluice(dir string) (string, error) {
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
 	bin := filepath.Join(dir, "sluice")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
+	cmd := exec.Command("go", "build", "-o", bin, "./internal/replicas/testdata/simd")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, out)
+		return "", fmt.Errorf("go build ./internal/replicas/testdata/simd: %w\n%s", err, out)
 	}
 	return bin, nil
 }

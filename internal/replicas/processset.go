@@ -76,6 +76,14 @@ const (
 	portRetries = 3
 	// startupSamples is how many recent start durations StartupTime keeps.
 	startupSamples = 5
+	// crashLoopAfter is how many failures in a row, none after a minute of
+	// serving, make a replica crash-looping: reported as such, and restarted
+	// only at the backoff's pace.
+	crashLoopAfter = 3
+	// minLivenessPoll and maxLivenessPoll bound how often a ready replica's
+	// ready path is probed: a fifth of unhealthy_timeout, within them.
+	minLivenessPoll = 100 * time.Millisecond
+	maxLivenessPoll = 5 * time.Second
 )
 
 // Options are the parts of a process set that come from its owner.
@@ -98,6 +106,8 @@ type Options struct {
 	// replica; it doubles with each further failure up to MaxRestartBackoff.
 	// Defaults DefaultRestartBackoff (1s) and DefaultMaxRestartBackoff (30s).
 	RestartBackoff, MaxRestartBackoff time.Duration
+	// Metrics receives restarts and crash loops. Nil exports none.
+	Metrics *Metrics
 }
 
 // ProcessSet supervises the local replicas of one pool. Create it with
@@ -211,10 +221,10 @@ func (a *spec) sameProcess(b *spec) bool {
 	return a.path == b.path && slices.Equal(a.cfg.Command, b.cfg.Command) && maps.Equal(a.cfg.Env, b.cfg.Env)
 }
 
-// expand replaces {port} and {id} in every argument and environment value.
-// The environment is sluice's own plus the configured variables.
-func (a *spec) expand(port int, id string) (args, env []string) {
-	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{id}", id)
+// expand replaces {port}, {id} and {gpu} in every argument and environment
+// value. The environment is sluice's own plus the configured variables.
+func (a *spec) expand(port int, id string, gpu int) (args, env []string) {
+	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{id}", id, "{gpu}", strconv.Itoa(gpu))
 	args = make([]string, len(a.cfg.Command)-1)
 	for i, arg := range a.cfg.Command[1:] {
 		args[i] = r.Replace(arg)
@@ -310,6 +320,8 @@ func (s *ProcessSet) Run(ctx context.Context) error {
 	}
 	s.spawner = newSpawner()
 	s.pump = newOutputPump(s.log)
+	s.opts.Metrics.add(s)
+	defer s.opts.Metrics.remove(s)
 	s.mu.Lock()
 	// The program only: arguments may carry secrets expanded from ${VAR}.
 	s.log.Info("replicas starting", "program", s.spec.path, "replicas", s.desired)
@@ -540,9 +552,12 @@ type Status struct {
 	Ready    int `json:"ready"`
 	Draining int `json:"draining"`
 	Backoff  int `json:"backoff"`
-	// Restarts counts restarts after a crash or a failed start, over the
-	// set's life.
+	// Restarts counts restarts after a crash, a hang or a failed start,
+	// over the set's life.
 	Restarts int `json:"restarts"`
+	// CrashLooping counts replicas that failed crash_loop_after (3) times
+	// in a row without serving for a minute in between.
+	CrashLooping int `json:"crash_looping"`
 	// StartupSeconds is StartupTime in seconds.
 	StartupSeconds float64 `json:"startup_seconds"`
 	// Replicas lists each replica by id.
@@ -568,19 +583,38 @@ type ReplicaStatus struct {
 	// LastExit describes how the previous process ended ("" if none did):
 	// its exit status and last lines of output.
 	LastExit string `json:"last_exit,omitempty"`
+	// Failures counts its failures in a row (reset by a minute of serving);
+	// CrashLoop is true from the third, and NextRestart is when a replica
+	// in backoff starts again.
+	Failures    int       `json:"failures,omitempty"`
+	CrashLoop   bool      `json:"crash_loop,omitempty"`
+	NextRestart time.Time `json:"next_restart,omitzero"`
 }
 
 // Status reports the set's replicas, ordered by id.
 func (s *ProcessSet) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.opts.Clock.Now()
 	st := Status{Desired: s.desired, Restarts: s.restarts, Replicas: []ReplicaStatus{}}
 	for _, d := range s.startups {
 		st.StartupSeconds = max(st.StartupSeconds, d.Seconds())
 	}
 	for _, idx := range slices.Sorted(maps.Keys(s.replicas)) {
 		r := s.replicas[idx]
-		rs := ReplicaStatus{ID: r.id, State: r.phase.String(), Since: r.since, Restarts: r.restarts, LastExit: r.lastExit}
+		rs := ReplicaStatus{ID: r.id, State: r.phase.String(), Since: r.since, Restarts: r.restarts, LastExit: r.lastExit,
+			Failures: r.failures}
+		// A minute of serving ends a crash loop, as it resets the backoff.
+		if r.phase == phaseReady && now.Sub(r.since) >= backoffReset {
+			rs.Failures = 0
+		}
+		rs.CrashLoop = rs.Failures >= crashLoopAfter
+		if rs.CrashLoop {
+			st.CrashLooping++
+		}
+		if r.phase == phaseBackoff {
+			rs.NextRestart = r.nextStart
+		}
 		if r.phase != phaseBackoff {
 			rs.Port, rs.PID = r.port, r.pid
 			if r.port != 0 {

@@ -30,10 +30,12 @@ var phaseNames = [...]string{"starting", "ready", "draining", "stopping", "backo
 
 func (p phase) String() string { return phaseNames[p] }
 
-// Why a start attempt did not produce a ready replica.
+// Why a start attempt did not produce a ready replica, or a ready one was
+// killed.
 var (
 	errExited       = errors.New("exited before it was ready")
 	errStartTimeout = errors.New("not ready within start_timeout")
+	errUnhealthy    = errors.New("ready path failing for unhealthy_timeout; killed")
 )
 
 // replica is one slot of a process set: it keeps a process running under
@@ -45,15 +47,17 @@ type replica struct {
 	cancel context.CancelFunc // asks the replica to stop
 
 	// Guarded by set.mu.
-	spec     *spec
-	stopping bool
-	phase    phase
-	since    time.Time
-	port     int
-	pid      int
-	backend  *upstream.Backend
-	restarts int
-	lastExit string
+	spec      *spec
+	stopping  bool
+	phase     phase
+	since     time.Time
+	port      int
+	pid       int
+	backend   *upstream.Backend
+	restarts  int
+	lastExit  string
+	failures  int       // in a row, reset by serving for backoffReset
+	nextStart time.Time // while in backoff
 }
 
 // newReplicaLocked returns replica idx and the function that runs it.
@@ -117,12 +121,20 @@ func (r *replica) loop(ctx context.Context) {
 		portRetry = 0
 		failures++
 		delay := backoff(s.opts.RestartBackoff, s.opts.MaxRestartBackoff, failures)
+		now := s.opts.Clock.Now()
 		s.mu.Lock()
 		r.restarts++
 		s.restarts++
-		r.phase, r.since, r.lastExit, r.pid, r.port, r.backend = phaseBackoff, s.opts.Clock.Now(), res.exit, 0, 0, nil
+		r.failures = failures
+		r.phase, r.since, r.lastExit, r.pid, r.port, r.backend = phaseBackoff, now, res.exit, 0, 0, nil
+		r.nextStart = now.Add(delay)
 		s.mu.Unlock()
-		s.log.Warn("replica failed; restarting", "replica", r.id, "pid", res.pid, "exit", res.exit, "restart_in", delay.Round(time.Millisecond), "consecutive_failures", failures)
+		s.opts.Metrics.restarted(s.name, res.reason)
+		if failures >= crashLoopAfter {
+			s.log.Error("replica crash-looping; restarting after backoff", "replica", r.id, "pid", res.pid, "exit", res.exit, "reason", res.reason, "restart_in", delay.Round(time.Millisecond), "consecutive_failures", failures)
+		} else {
+			s.log.Warn("replica failed; restarting", "replica", r.id, "pid", res.pid, "exit", res.exit, "reason", res.reason, "restart_in", delay.Round(time.Millisecond), "consecutive_failures", failures)
+		}
 		t := s.opts.Clock.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -148,6 +160,7 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 type lifeResult struct {
 	pid       int
 	port      int
+	reason    string        // crash, start_timeout or unhealthy
 	exit      string        // exit status and last output, for status and logs
 	readyFor  time.Duration // how long it served; 0 if never ready
 	portTaken bool          // it exited before ready because its port was in use
@@ -158,9 +171,11 @@ type lifeResult struct {
 // Every goroutine it starts has ended when it returns.
 func (r *replica) life(ctx context.Context) (res lifeResult) {
 	s := r.set
+	res.reason = reasonCrash
 	port, err := s.allocPort()
 	if err != nil {
-		return lifeResult{exit: err.Error()}
+		res.exit = err.Error()
+		return res
 	}
 	defer s.releasePort(port)
 	res.port = port
@@ -168,7 +183,7 @@ func (r *replica) life(ctx context.Context) (res lifeResult) {
 	sp := r.spec
 	s.mu.Unlock()
 
-	proc, err := s.spawn(sp, port, r.id)
+	proc, err := s.spawn(sp, port, r.id, r.idx-1)
 	if err != nil {
 		res.exit = err.Error()
 		return res
@@ -206,6 +221,7 @@ func (r *replica) life(ctx context.Context) (res lifeResult) {
 	case errors.Is(err, errStartTimeout):
 		s.log.Warn("replica not ready within start_timeout; killing it", "replica", r.id, "pid", res.pid, "start_timeout", sp.cfg.StartTimeout.D())
 		failure = fmt.Errorf("%w (%s)", errStartTimeout, sp.cfg.StartTimeout.D())
+		res.reason = reasonStartTimeout
 		return res
 	default: // asked to stop while starting: it serves nothing, so no drain
 		r.stop(proc.cmd.Process, exited)
@@ -219,11 +235,20 @@ func (r *replica) life(ctx context.Context) (res lifeResult) {
 	s.nudge() // a roll may now retire an old replica
 	s.log.Info("replica ready", "replica", r.id, "pid", res.pid, "url", url, "startup", readyAt.Sub(started).Round(time.Millisecond))
 
-	select {
-	case <-exited:
+	switch healthyUntil, err := r.watch(ctx, sp, b, exited); {
+	case errors.Is(err, errUnhealthy):
+		res.readyFor = healthyUntil.Sub(readyAt)
+		res.reason = reasonUnhealthy
+		failure = fmt.Errorf("%w (%s)", errUnhealthy, sp.cfg.UnhealthyTimeout.D())
+		s.pool.SetBackendState(b, upstream.StateUnhealthy)
+		s.log.Warn("replica hung: ready path failing for unhealthy_timeout; killing it", "replica", r.id, "pid", res.pid, "unhealthy_timeout", sp.cfg.UnhealthyTimeout.D())
+		// SIGKILL: a stopped or hung process cannot act on SIGTERM.
+		_ = kill(proc.cmd.Process)
+		<-exited
+	case errors.Is(err, errExited):
 		res.readyFor = s.opts.Clock.Since(readyAt)
 		s.pool.SetBackendState(b, upstream.StateUnhealthy)
-	case <-ctx.Done():
+	default: // asked to stop
 		s.mu.Lock()
 		sp = r.spec // a reload may have changed stop_timeout
 		s.mu.Unlock()
@@ -231,6 +256,68 @@ func (r *replica) life(ctx context.Context) (res lifeResult) {
 		r.stop(proc.cmd.Process, exited)
 	}
 	return res
+}
+
+// The reasons a replica is restarted, as the restarts metric labels them.
+const (
+	reasonCrash        = "crash"
+	reasonStartTimeout = "start_timeout"
+	reasonUnhealthy    = "unhealthy"
+)
+
+// watch probes a ready replica's ready path until the process exits
+// (errExited), ctx ends (ctx's error), or the path has failed for
+// unhealthy_timeout (errUnhealthy). The second failed probe in a row takes
+// the backend out of rotation and a good probe puts it back, unless
+// something else (a drain, the pool's own health checks) changed its state
+// meanwhile. It returns the time of the last good probe.
+func (r *replica) watch(ctx context.Context, sp *spec, b *upstream.Backend, exited <-chan struct{}) (time.Time, error) {
+	s := r.set
+	clk := s.opts.Clock
+	lastOK := clk.Now()
+	timeout := sp.cfg.UnhealthyTimeout.D()
+	if timeout <= 0 {
+		select {
+		case <-exited:
+			return lastOK, errExited
+		case <-ctx.Done():
+			return lastOK, ctx.Err()
+		}
+	}
+	poll := min(max(timeout/5, minLivenessPoll), maxLivenessPoll)
+	t := clk.NewTicker(poll)
+	defer t.Stop()
+	failed, tookOut := 0, false
+	for {
+		select {
+		case <-exited:
+			return lastOK, errExited
+		case <-ctx.Done():
+			return lastOK, ctx.Err()
+		case <-t.Chan():
+		}
+		if r.probeWithin(ctx, sp, min(poll, maxProbeTimeout)) {
+			lastOK, failed = clk.Now(), 0
+			if tookOut && b.State() == upstream.StateUnhealthy {
+				s.pool.SetBackendState(b, upstream.StateHealthy)
+				s.log.Info("replica answers its ready path again; back in rotation", "replica", r.id)
+			}
+			tookOut = false
+			continue
+		}
+		if ctx.Err() != nil {
+			return lastOK, ctx.Err()
+		}
+		failed++
+		if failed == 2 && b.State() == upstream.StateHealthy {
+			s.pool.SetBackendState(b, upstream.StateUnhealthy)
+			tookOut = true
+			s.log.Warn("replica not answering its ready path; out of rotation", "replica", r.id, "failed_probes", failed)
+		}
+		if clk.Since(lastOK) >= timeout {
+			return lastOK, errUnhealthy
+		}
+	}
 }
 
 // waitReady polls the ready path until it answers 200 (nil), the process
@@ -261,10 +348,27 @@ func (r *replica) waitReady(ctx context.Context, sp *spec, url string, exited <-
 	}
 }
 
+// probeWithin reports whether the ready path answers 200 within timeout.
+func (r *replica) probeWithin(ctx context.Context, sp *spec, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return r.probeURL(ctx, sp, r.url())
+}
+
+func (r *replica) url() string {
+	r.set.mu.Lock()
+	defer r.set.mu.Unlock()
+	return backendURL(r.port)
+}
+
 // probe reports whether GET ready_path answers 200.
 func (r *replica) probe(ctx context.Context, sp *spec, url string) bool {
 	ctx, cancel := context.WithTimeout(ctx, min(maxProbeTimeout, sp.cfg.StartTimeout.D()))
 	defer cancel()
+	return r.probeURL(ctx, sp, url)
+}
+
+func (r *replica) probeURL(ctx context.Context, sp *spec, url string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+sp.cfg.ReadyPath, nil)
 	if err != nil {
 		return false

@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sluice-ai/sluice/internal/config"
 	"github.com/sluice-ai/sluice/internal/replicas"
 	"github.com/sluice-ai/sluice/internal/upstream"
@@ -70,14 +73,106 @@ func TestReplicasStartAndJoinThePool(t *testing.T) {
 }
 
 func TestPortAndIDReachTheEnvironment(t *testing.T) {
-	cfg := processConfig([]string{"sh", "-c", `exec "$SIM" sim --addr "127.0.0.1:$SIM_PORT" --id "$SIM_ID"`}, 1)
-	cfg.Env = map[string]string{"SIM": sluiceBin(t), "SIM_PORT": "{port}", "SIM_ID": "replica {id} on {port}"}
+	cfg := processConfig([]string{"sh", "-c", `exec "$SIM" sim --addr "127.0.0.1:$SIM_PORT" --id "$SIM_ID gpu $CUDA_VISIBLE_DEVICES"`}, 2)
+	cfg.Env = map[string]string{"SIM": sluiceBin(t), "SIM_PORT": "{port}", "SIM_ID": "replica {id} on {port}", "CUDA_VISIBLE_DEVICES": "{gpu}"}
 	h := start(t, "env", cfg, replicas.Options{})
-	waitFor(t, 20*time.Second, "a ready replica", func() bool { return h.pool.Ready() == 1 })
+	waitFor(t, 20*time.Second, "two ready replicas", func() bool { return h.pool.Ready() == 2 })
+	// {gpu} is the replica's index from 0: each replica its own device.
+	for i, r := range h.set.Status().Replicas {
+		resp, _ := get(t, r.URL+"/health")
+		if want := "replica env-" + strconv.Itoa(i+1) + " on " + strconv.Itoa(r.Port) + " gpu " + strconv.Itoa(i); resp.Header.Get("X-Sim-Instance") != want {
+			t.Errorf("instance %q, want %q", resp.Header.Get("X-Sim-Instance"), want)
+		}
+	}
+}
+
+// TestHungReplicaIsRestarted stops a ready replica with SIGSTOP: alive, but
+// answering nothing. It leaves rotation, and once its ready path has failed
+// for unhealthy_timeout it is killed and started again under its id.
+func TestHungReplicaIsRestarted(t *testing.T) {
+	cfg := processConfig(simCommand(), 2)
+	cfg.UnhealthyTimeout = config.Duration(time.Second)
+	reg := prometheus.NewRegistry()
+	h := start(t, "hung", cfg, replicas.Options{RestartBackoff: 100 * time.Millisecond, Metrics: replicas.NewMetrics(reg)})
+	waitFor(t, 20*time.Second, "2 ready replicas", func() bool { return h.pool.Ready() == 2 })
+	victim := h.set.Status().Replicas[0]
+	if err := syscall.Kill(victim.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(victim.PID, syscall.SIGCONT) })
+
+	waitFor(t, 10*time.Second, "the hung replica to leave rotation", func() bool {
+		for _, b := range backendsIn(h.pool, upstream.StateHealthy) {
+			if b.Key() == victim.URL {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 20*time.Second, "the hung replica to be replaced", func() bool {
+		st := h.set.Status()
+		return st.Restarts == 1 && st.Ready == 2 && h.pool.Ready() == 2 && st.Replicas[0].PID != victim.PID
+	})
+	if alive(victim.PID) {
+		t.Errorf("the hung process %d is still alive", victim.PID)
+	}
 	r := h.set.Status().Replicas[0]
-	resp, _ := get(t, r.URL+"/health")
-	if want := "replica env-1 on " + strconv.Itoa(r.Port); resp.Header.Get("X-Sim-Instance") != want {
-		t.Errorf("instance %q, want %q", resp.Header.Get("X-Sim-Instance"), want)
+	if r.ID != victim.ID || !strings.Contains(r.LastExit, "unhealthy_timeout") || r.CrashLoop {
+		t.Errorf("after restart: %+v, want %s, last exit naming unhealthy_timeout, no crash loop", r, victim.ID)
+	}
+	if resp, _ := get(t, r.URL+"/health"); resp.StatusCode != 200 {
+		t.Errorf("restarted replica answers %d", resp.StatusCode)
+	}
+	if got := testutil.ToFloat64(metricOf(t, reg, "sluice_replica_restarts_total", "reason", "unhealthy")); got != 1 {
+		t.Errorf("sluice_replica_restarts_total{reason=unhealthy} = %v, want 1", got)
+	}
+	if len(h.logs.lines("replica hung", "replica=hung-1")) != 1 {
+		t.Errorf("hang not logged:\n%s", h.logs)
+	}
+}
+
+// TestCrashLoopIsReportedAndPaced: a command that exits at once is
+// restarted at doubling intervals up to the cap, reported as crash-looping
+// from its third failure in the status, the log and the metrics.
+func TestCrashLoopIsReportedAndPaced(t *testing.T) {
+	cfg := processConfig([]string{"sh", "-c", "echo cannot load weights on port $0; exit 3", "{port}"}, 1)
+	reg := prometheus.NewRegistry()
+	h := start(t, "loop", cfg, replicas.Options{RestartBackoff: 50 * time.Millisecond, MaxRestartBackoff: 400 * time.Millisecond, Metrics: replicas.NewMetrics(reg)})
+
+	var delays []time.Duration
+	var last time.Time
+	waitFor(t, 20*time.Second, "six failures", func() bool {
+		st := h.set.Status()
+		if len(st.Replicas) == 0 {
+			return false
+		}
+		r := st.Replicas[0]
+		if r.State == "backoff" && !r.NextRestart.IsZero() && !r.NextRestart.Equal(last) {
+			last = r.NextRestart
+			delays = append(delays, r.NextRestart.Sub(r.Since))
+		}
+		return r.Failures >= 6
+	})
+	st := h.set.Status()
+	r := st.Replicas[0]
+	if !r.CrashLoop || st.CrashLooping != 1 || !strings.Contains(r.LastExit, "exit status 3") || !strings.Contains(r.LastExit, "cannot load weights") {
+		t.Errorf("status %+v, want one crash-looping replica with its exit and output", st)
+	}
+	// Doubling from 50ms (±10% jitter), capped at 400ms: never at full speed.
+	for i, d := range delays {
+		want := min(50*time.Millisecond<<i, 400*time.Millisecond)
+		if i < 5 && (d < want*85/100 || d > want*115/100) {
+			t.Errorf("restart %d after %v, want about %v (all: %v)", i+1, d, want, delays)
+		}
+	}
+	if got := testutil.ToFloat64(metricOf(t, reg, "sluice_replicas_crash_looping", "", "")); got != 1 {
+		t.Errorf("sluice_replicas_crash_looping = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(metricOf(t, reg, "sluice_replica_restarts_total", "reason", "crash")); got < 6 {
+		t.Errorf("sluice_replica_restarts_total{reason=crash} = %v, want at least 6", got)
+	}
+	if len(h.logs.lines("replica crash-looping", "replica=loop-1")) == 0 {
+		t.Errorf("crash loop not logged:\n%s", h.logs)
 	}
 }
 
@@ -577,4 +672,33 @@ func TestReconfigureRollsToANewCommand(t *testing.T) {
 	if err := h.set.Reconfigure(&missing); err == nil {
 		t.Error("Reconfigure to a missing program: no error")
 	}
+}
+
+// metricOf finds the one series of family name whose label key is value
+// (any series when key is empty) in reg, as a collector testutil can read.
+func metricOf(t *testing.T, reg *prometheus.Registry, name, key, value string) prometheus.Collector {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := key == ""
+			for _, l := range m.GetLabel() {
+				match = match || (l.GetName() == key && l.GetValue() == value)
+			}
+			if match {
+				v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "copy"})
+				g.Set(v)
+				return g
+			}
+		}
+	}
+	t.Fatalf("no series %s{%s=%q}", name, key, value)
+	return nil
 }

@@ -21,8 +21,8 @@ type process struct {
 
 // spawn starts sp's command for replica id on port, in its own process
 // group, from the set's spawner thread.
-func (s *ProcessSet) spawn(sp *spec, port int, id string) (*process, error) {
-	args, env := sp.expand(port, id)
+func (s *ProcessSet) spawn(sp *spec, port int, id string, gpu int) (*process, error) {
+	args, env := sp.expand(port, id, gpu)
 	cmd := exec.Command(sp.path, args...)
 	cmd.Args[0] = sp.cfg.Command[0]
 	cmd.Env = env
