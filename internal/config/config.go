@@ -122,6 +122,13 @@ type Pool struct {
 	// HashOn is the consistent_hash key: header:NAME, cookie:NAME,
 	// client_ip or json:FIELD. Default client_ip.
 	HashOn string `yaml:"hash_on"`
+	// Scorers weigh the kv_aware balancer's scorers: prefix, queue,
+	// kv_cache, latency and session, each >= 0. A scorer left out keeps its
+	// default (DefaultScorers: prefix 2, queue 1, kv_cache 0.5, latency 1,
+	// session 0); 0 turns one off. Only with balancer kv_aware. Default none.
+	Scorers map[string]float64 `yaml:"scorers"`
+	// KVAware tunes the kv_aware balancer; ignored by the others.
+	KVAware KVAware `yaml:"kv_aware"`
 	// Backends are static replicas. Exactly one of Backends, Process and
 	// Kubernetes is set.
 	Backends []Backend `yaml:"backends"`
@@ -153,6 +160,40 @@ type Pool struct {
 	// Autoscale makes the replica count follow demand (process and
 	// kubernetes pools). Nil (the default) keeps a fixed count.
 	Autoscale *Autoscale `yaml:"autoscale"`
+}
+
+// KVAware tunes the kv_aware balancer (docs/balancing.md).
+type KVAware struct {
+	// MaxBlocks is the most 128-byte blocks a prompt is indexed by; a
+	// longer prompt is routed by load alone. Default 2048 (256 KiB).
+	MaxBlocks int `yaml:"max_blocks"`
+	// IndexEntries bounds the prefix index, in blocks (about 76 bytes
+	// each). Default 262144 (about 20 MiB).
+	IndexEntries int `yaml:"index_entries"`
+	// IndexTTL is how long a replica is believed to hold a prompt block
+	// no request has refreshed. Default 10m.
+	IndexTTL Duration `yaml:"index_ttl"`
+	// LoadFactor is c: a replica over c times the mean load (consistent
+	// hashing with bounded loads) is skipped for prefix affinity. Default
+	// 1.25; at least 1.
+	LoadFactor float64 `yaml:"load_factor"`
+	// MetricsPath is scraped on each replica for its queue and KV-cache
+	// usage (vLLM, SGLang and TGI names). Default /metrics.
+	MetricsPath string `yaml:"metrics_path"`
+	// ScrapeInterval between scrapes of a replica. Default 1s; 0 turns
+	// scraping off (load is then the gateway's own in-flight counts).
+	ScrapeInterval Duration `yaml:"scrape_interval"`
+	// ScrapeTimeout bounds one scrape; at most ScrapeInterval. Default 500ms.
+	ScrapeTimeout Duration `yaml:"scrape_timeout"`
+	// MaxMetricsSize caps a replica's /metrics body. Default 4MiB.
+	MaxMetricsSize Size `yaml:"max_metrics_size"`
+	// StaleAfter is how many scrape intervals a scraped value is used for.
+	// Default 3.
+	StaleAfter int `yaml:"stale_after"`
+	// Share exchanges prefix-index updates with the other gateways through
+	// redis.url (when set), so that several gateways route as one.
+	// Default true.
+	Share bool `yaml:"share"`
 }
 
 // Backend is one static replica.
@@ -237,13 +278,11 @@ type PoolCache struct {
 
 // Process runs local replicas.
 type Process struct {
-	// Command is argv; {port} is replaced by a free port, {id} by the
-	// replica's id and {gpu} by its index from 0 (for CUDA_VISIBLE_DEVICES).
-	// A first element of "sluice" means sluice's own executable. Required;
-	// {port} must appear in an argument or in an Env value.
+	// Command is argv; {port} is replaced by a free port. A first element of
+	// "sluice" means sluice's own executable. Required; {port} must appear
+	// in an argument or in an Env value.
 	Command []string `yaml:"command"`
-	// Env adds environment variables; {port}, {id} and {gpu} are replaced
-	// in values too.
+	// Env adds environment variables; {port} is replaced in values too.
 	// Default none.
 	Env map[string]string `yaml:"env"`
 	// ReadyPath answers 200 when a replica may join. Default /health.
@@ -253,11 +292,6 @@ type Process struct {
 	// StopTimeout bounds draining before SIGTERM. Default 30s; 0 sends
 	// SIGTERM at once.
 	StopTimeout Duration `yaml:"stop_timeout"`
-	// UnhealthyTimeout: a ready replica whose ReadyPath has not answered
-	// 200 for this long (hung but alive) is killed and restarted with
-	// backoff. It leaves rotation at its second failed probe. Default 30s;
-	// 0 turns the probing off.
-	UnhealthyTimeout Duration `yaml:"unhealthy_timeout"`
 	// Replicas is the fixed count when Autoscale is nil (ignored with
 	// Autoscale). Default 1.
 	Replicas int `yaml:"replicas"`

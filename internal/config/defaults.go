@@ -38,8 +38,20 @@ func Default() *Config {
 // and no replicas.
 func DefaultPool() Pool {
 	return Pool{
-		Balancer:  "p2c_ewma",
-		HashOn:    "client_ip",
+		Balancer: "p2c_ewma",
+		HashOn:   "client_ip",
+		KVAware: KVAware{
+			MaxBlocks:      2048,
+			IndexEntries:   1 << 18,
+			IndexTTL:       Duration(10 * time.Minute),
+			LoadFactor:     1.25,
+			MetricsPath:    "/metrics",
+			ScrapeInterval: Duration(time.Second),
+			ScrapeTimeout:  Duration(500 * time.Millisecond),
+			MaxMetricsSize: 4 << 20,
+			StaleAfter:     3,
+			Share:          true,
+		},
 		Queue:     Queue{Size: 1024, Timeout: Duration(30 * time.Second)},
 		SlowStart: Duration(10 * time.Second),
 		HealthCheck: HealthCheck{
@@ -70,6 +82,22 @@ func DefaultPool() Pool {
 	}
 }
 
+// DefaultScorers are the kv_aware scorers' weights for the keys a pool's
+// scorers map leaves out.
+func DefaultScorers() map[string]float64 {
+	return map[string]float64{"prefix": 2, "queue": 1, "kv_cache": 0.5, "latency": 1, "session": 0}
+}
+
+// ScorerWeights returns the pool's kv_aware weights: its scorers over
+// DefaultScorers.
+func (p *Pool) ScorerWeights() map[string]float64 {
+	w := DefaultScorers()
+	for k, v := range p.Scorers {
+		w[k] = v
+	}
+	return w
+}
+
 // DefaultBackend returns the defaults of one entry of a pool's backends.
 func DefaultBackend() Backend { return Backend{Weight: 1} }
 
@@ -80,8 +108,6 @@ func DefaultProcess() Process {
 		StartTimeout: Duration(60 * time.Second),
 		StopTimeout:  Duration(30 * time.Second),
 		Replicas:     1,
-
-		UnhealthyTimeout: Duration(30 * time.Second),
 	}
 }
 

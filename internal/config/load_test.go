@@ -166,6 +166,7 @@ func TestFullConfig(t *testing.T) {
 				Models:   []string{"sim-llm", "llama-*"},
 				Balancer: "consistent_hash",
 				HashOn:   "header:X-Session-ID",
+				KVAware:  DefaultPool().KVAware,
 				Backends: []Backend{
 					{URL: "http://127.0.0.1:9001", Weight: 3},
 					{URL: "h2c://127.0.0.1:9002", Weight: 1},
@@ -190,13 +191,11 @@ func TestFullConfig(t *testing.T) {
 				p.Balancer = "least_request"
 				p.Process = &Process{
 					Command:      []string{"sluice", "sim", "--addr", "127.0.0.1:{port}", "--model", "sim-embed"},
-					Env:          map[string]string{"SIM_SEED": "7", "TOKEN": "tok-123", "CUDA_VISIBLE_DEVICES": "{gpu}"},
+					Env:          map[string]string{"SIM_SEED": "7", "TOKEN": "tok-123"},
 					ReadyPath:    "/v2/health/ready",
 					StartTimeout: d("90s"),
 					StopTimeout:  d("10s"),
 					Replicas:     3,
-
-					UnhealthyTimeout: d("20s"),
 				}
 				p.Autoscale = &Autoscale{
 					Min: 0, Max: 12, TargetConcurrency: 2.5,
@@ -400,7 +399,7 @@ func TestDefaults(t *testing.T) {
 		{"cache", p.Cache, PoolCache{}},
 		{"autoscale", p.Autoscale, (*Autoscale)(nil)},
 		{"backend", DefaultBackend(), Backend{Weight: 1}},
-		{"process", DefaultProcess(), Process{ReadyPath: "/health", StartTimeout: Duration(time.Minute), StopTimeout: Duration(30 * time.Second), Replicas: 1, UnhealthyTimeout: Duration(30 * time.Second)}},
+		{"process", DefaultProcess(), Process{ReadyPath: "/health", StartTimeout: Duration(time.Minute), StopTimeout: Duration(30 * time.Second), Replicas: 1}},
 		{"kubernetes", DefaultKubernetes(), Kubernetes{Namespace: "default", ScaleTarget: ScaleTarget{Kind: "Deployment"}}},
 		{"autoscale block", DefaultAutoscale(), Autoscale{
 			Min: 1, Max: 8, TargetConcurrency: 4, StableWindow: Duration(time.Minute), PanicWindow: Duration(6 * time.Second),
@@ -644,7 +643,7 @@ func TestValidateInCode(t *testing.T) {
 	c.Pools[0].Balancer = "fastest"
 	c.Pools[0].Retry.Budget = -1
 	err := c.Validate()
-	want := `pools[0].balancer: unknown balancer "fastest"; want one of: round_robin, weighted_round_robin, random, least_request, p2c, p2c_ewma, consistent_hash
+	want := `pools[0].balancer: unknown balancer "fastest"; want one of: round_robin, weighted_round_robin, random, least_request, p2c, p2c_ewma, consistent_hash, kv_aware
 pools[0].retry.budget: -1 must be from 0 to 1 (the share of requests that may be retries)`
 	if err == nil || err.Error() != want {
 		t.Errorf("Validate =\n%v\nwant\n%s", err, want)

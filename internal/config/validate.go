@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -15,7 +16,7 @@ import (
 )
 
 // Balancers are the values of a pool's balancer.
-var balancers = []string{"round_robin", "weighted_round_robin", "random", "least_request", "p2c", "p2c_ewma", "consistent_hash"}
+var balancers = []string{"round_robin", "weighted_round_robin", "random", "least_request", "p2c", "p2c_ewma", "consistent_hash", "kv_aware"}
 
 var (
 	logLevels  = []string{"debug", "info", "warn", "error"}
@@ -260,6 +261,7 @@ func (v *validator) pool(at string, p *Pool) {
 	if _, err := ParseHashOn(p.HashOn); err != nil {
 		v.addf(at+".hash_on", "%v", err)
 	}
+	v.kvAware(at, p)
 
 	var sources []string
 	if len(p.Backends) > 0 {
@@ -415,7 +417,6 @@ func (v *validator) process(at string, p *Process, autoscaled bool) {
 	}
 	v.positive(at+".start_timeout", p.StartTimeout)
 	v.nonNegative(at+".stop_timeout", p.StopTimeout)
-	v.nonNegative(at+".unhealthy_timeout", p.UnhealthyTimeout)
 	switch {
 	case p.Replicas < 0:
 		v.addf(at+".replicas", "must not be negative")
@@ -720,6 +721,55 @@ func (v *validator) jobs() {
 	v.atLeast("jobs.concurrency", j.Concurrency, 1)
 	v.atLeast("jobs.max_attempts", j.MaxAttempts, 1)
 	v.positive("jobs.retention", j.Retention)
+}
+
+// kvAware checks the kv_aware balancer's scorers and tuning.
+func (v *validator) kvAware(at string, p *Pool) {
+	if len(p.Scorers) > 0 && p.Balancer != "kv_aware" {
+		v.addf(at+".scorers", "scorers weigh the kv_aware balancer; this pool's balancer is %s", p.Balancer)
+	}
+	names := slices.Sorted(maps.Keys(DefaultScorers()))
+	for _, name := range slices.Sorted(maps.Keys(p.Scorers)) {
+		w := p.Scorers[name]
+		switch {
+		case !slices.Contains(names, name):
+			v.addf(at+".scorers."+name, "unknown scorer %q; want one of: %s", name, strings.Join(names, ", "))
+		case math.IsNaN(w) || math.IsInf(w, 0) || w < 0:
+			v.addf(at+".scorers."+name, "weight %v must be a number >= 0 (0 turns the scorer off)", w)
+		}
+	}
+	if p.Balancer == "kv_aware" {
+		total := 0.0
+		for _, w := range p.ScorerWeights() {
+			if w > 0 && !math.IsInf(w, 0) {
+				total += w
+			}
+		}
+		if total == 0 {
+			v.addf(at+".scorers", "every scorer weighs 0; kv_aware needs at least one")
+		}
+	}
+	k, kp := p.KVAware, at+".kv_aware"
+	v.atLeast(kp+".max_blocks", k.MaxBlocks, 1)
+	v.atLeast(kp+".index_entries", k.IndexEntries, 1024)
+	v.positive(kp+".index_ttl", k.IndexTTL)
+	if math.IsNaN(k.LoadFactor) || k.LoadFactor < 1 {
+		v.addf(kp+".load_factor", "%v must be at least 1 (1.25 lets a replica take a quarter more than the mean before its affinity is ignored)", k.LoadFactor)
+	}
+	if !strings.HasPrefix(k.MetricsPath, "/") {
+		v.addf(kp+".metrics_path", "%q must start with \"/\"", k.MetricsPath)
+	}
+	v.nonNegative(kp+".scrape_interval", k.ScrapeInterval)
+	if k.ScrapeInterval > 0 {
+		v.positive(kp+".scrape_timeout", k.ScrapeTimeout)
+		if k.ScrapeTimeout > k.ScrapeInterval {
+			v.addf(kp+".scrape_timeout", "%s must not exceed scrape_interval (%s)", time.Duration(k.ScrapeTimeout), time.Duration(k.ScrapeInterval))
+		}
+	}
+	if k.MaxMetricsSize < 1<<10 {
+		v.addf(kp+".max_metrics_size", "must be at least 1KiB")
+	}
+	v.atLeast(kp+".stale_after", k.StaleAfter, 1)
 }
 
 func (v *validator) oneOf(path, what, value string, valid []string) {
