@@ -278,11 +278,13 @@ type PoolCache struct {
 
 // Process runs local replicas.
 type Process struct {
-	// Command is argv; {port} is replaced by a free port. A first element of
-	// "sluice" means sluice's own executable. Required; {port} must appear
-	// in an argument or in an Env value.
+	// Command is argv; {port} is replaced by a free port, {id} by the
+	// replica's id and {gpu} by its index from 0 (for CUDA_VISIBLE_DEVICES).
+	// A first element of "sluice" means sluice's own executable. Required;
+	// {port} must appear in an argument or in an Env value.
 	Command []string `yaml:"command"`
-	// Env adds environment variables; {port} is replaced in values too.
+	// Env adds environment variables; {port}, {id} and {gpu} are replaced
+	// in values too.
 	// Default none.
 	Env map[string]string `yaml:"env"`
 	// ReadyPath answers 200 when a replica may join. Default /health.
@@ -292,6 +294,11 @@ type Process struct {
 	// StopTimeout bounds draining before SIGTERM. Default 30s; 0 sends
 	// SIGTERM at once.
 	StopTimeout Duration `yaml:"stop_timeout"`
+	// UnhealthyTimeout: a ready replica whose ReadyPath has not answered
+	// 200 for this long (hung but alive) is killed and restarted with
+	// backoff. It leaves rotation at its second failed probe. Default 30s;
+	// 0 turns the probing off.
+	UnhealthyTimeout Duration `yaml:"unhealthy_timeout"`
 	// Replicas is the fixed count when Autoscale is nil (ignored with
 	// Autoscale). Default 1.
 	Replicas int `yaml:"replicas"`

@@ -108,6 +108,8 @@ func DefaultProcess() Process {
 		StartTimeout: Duration(60 * time.Second),
 		StopTimeout:  Duration(30 * time.Second),
 		Replicas:     1,
+
+		UnhealthyTimeout: Duration(30 * time.Second),
 	}
 }
 

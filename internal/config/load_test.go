@@ -191,11 +191,13 @@ func TestFullConfig(t *testing.T) {
 				p.Balancer = "least_request"
 				p.Process = &Process{
 					Command:      []string{"sluice", "sim", "--addr", "127.0.0.1:{port}", "--model", "sim-embed"},
-					Env:          map[string]string{"SIM_SEED": "7", "TOKEN": "tok-123"},
+					Env:          map[string]string{"SIM_SEED": "7", "TOKEN": "tok-123", "CUDA_VISIBLE_DEVICES": "{gpu}"},
 					ReadyPath:    "/v2/health/ready",
 					StartTimeout: d("90s"),
 					StopTimeout:  d("10s"),
 					Replicas:     3,
+
+					UnhealthyTimeout: d("20s"),
 				}
 				p.Autoscale = &Autoscale{
 					Min: 0, Max: 12, TargetConcurrency: 2.5,
@@ -399,7 +401,7 @@ func TestDefaults(t *testing.T) {
 		{"cache", p.Cache, PoolCache{}},
 		{"autoscale", p.Autoscale, (*Autoscale)(nil)},
 		{"backend", DefaultBackend(), Backend{Weight: 1}},
-		{"process", DefaultProcess(), Process{ReadyPath: "/health", StartTimeout: Duration(time.Minute), StopTimeout: Duration(30 * time.Second), Replicas: 1}},
+		{"process", DefaultProcess(), Process{ReadyPath: "/health", StartTimeout: Duration(time.Minute), StopTimeout: Duration(30 * time.Second), Replicas: 1, UnhealthyTimeout: Duration(30 * time.Second)}},
 		{"kubernetes", DefaultKubernetes(), Kubernetes{Namespace: "default", ScaleTarget: ScaleTarget{Kind: "Deployment"}}},
 		{"autoscale block", DefaultAutoscale(), Autoscale{
 			Min: 1, Max: 8, TargetConcurrency: 4, StableWindow: Duration(time.Minute), PanicWindow: Duration(6 * time.Second),

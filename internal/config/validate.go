@@ -417,6 +417,7 @@ func (v *validator) process(at string, p *Process, autoscaled bool) {
 	}
 	v.positive(at+".start_timeout", p.StartTimeout)
 	v.nonNegative(at+".stop_timeout", p.StopTimeout)
+	v.nonNegative(at+".unhealthy_timeout", p.UnhealthyTimeout)
 	switch {
 	case p.Replicas < 0:
 		v.addf(at+".replicas", "must not be negative")
