@@ -1,7 +1,8 @@
 // Package balancer holds the algorithms that choose which replica of a pool
 // serves a request: round_robin, weighted_round_robin, random, least_request,
 // p2c, p2c_ewma (the default) and bounded-load consistent_hash, plus PeakEWMA,
-// the latency estimator that p2c_ewma reads.
+// the latency estimator that p2c_ewma reads. kv_aware, which routes on the
+// request's prompt, lives in internal/kvroute (see KVAware).
 //
 // A balancer sees only the replicas that may take the request now; health,
 // ejection and concurrency caps are the pool's business. Every Pick is
@@ -52,7 +53,7 @@ var ErrUnknown = errors.New("unknown balancer")
 
 var names = []string{
 	"round_robin", "weighted_round_robin", "random", "least_request",
-	"p2c", "p2c_ewma", "consistent_hash",
+	"p2c", "p2c_ewma", "consistent_hash", "kv_aware",
 }
 
 // Names returns the balancer names New accepts, in the order SPEC lists them.
@@ -80,6 +81,8 @@ func New(name string) (Balancer, error) {
 		return &P2CEWMA{}, nil
 	case "consistent_hash":
 		return &ConsistentHash{}, nil
+	case "kv_aware":
+		return &KVAware{}, nil
 	}
 	return nil, fmt.Errorf("balancer %q: %w (want one of %s)", name, ErrUnknown, strings.Join(names, ", "))
 }

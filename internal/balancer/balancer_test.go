@@ -86,6 +86,7 @@ func TestNew(t *testing.T) {
 		{"p2c", &P2C{}},
 		{"p2c_ewma", &P2CEWMA{}},
 		{"consistent_hash", &ConsistentHash{}},
+		{"kv_aware", &KVAware{}},
 		{"", &P2CEWMA{}},
 	}
 	for _, tt := range tests {
