@@ -43,6 +43,7 @@ func testLogger() *slog.Logger {
 type simBackend struct {
 	*httptest.Server
 	calls atomic.Int64
+	gated atomic.Int64 // requests waiting at the gate
 	delay time.Duration
 
 	mu     sync.Mutex
@@ -95,9 +96,13 @@ func (b *simBackend) serve(w http.ResponseWriter, r *http.Request) {
 	gate := b.gate
 	b.mu.Unlock()
 	if gate != nil {
+		b.gated.Add(1)
 		select {
 		case <-gate:
 		case <-r.Context().Done():
+		}
+		b.gated.Add(-1)
+		if r.Context().Err() != nil {
 			return
 		}
 	}
