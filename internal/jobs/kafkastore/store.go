@@ -129,9 +129,9 @@ type Store struct {
 
 // consumer is one membership of the group.
 type consumer struct {
-	cl      *kgo.Client
-	closing chan struct{} // closed before cl.Close: unblocks revocations
-	done    chan struct{} // closed when its poll loop ended
+	cl       *kgo.Client
+	closing  chan struct{} // closed before cl.Close: unblocks revocations
+	done     chan struct{} // closed when its poll loop ended
 	parts    map[tp]*partition
 	leased   int
 	waiting  int
