@@ -17,10 +17,13 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	var (
-		cfg      bench.Config
-		headers  []string
-		jsonPath string
-		quiet    bool
+		cfg       bench.Config
+		headers   []string
+		jsonPath  string
+		quiet     bool
+		tracePath string
+		traceOpts bench.TraceOptions
+		goodput   string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench --url URL --model M [--rate R | --concurrency C] [flags]",
@@ -56,9 +59,45 @@ not answer; --repeat-prompt sends one prompt throughout. Streams ask for
 usage (stream_options.include_usage) and output tokens come from it, or else
 from the number of content chunks. A stream must end with "data: [DONE]".
 
+  --trace FILE     replay a production trace: each request is sent at its
+                   time in the trace divided by --time-scale, as an open loop,
+                   with the trace's prompt and output lengths (times
+                   --token-scale). Both formats of the public traces are read
+                   (--trace-format, detected by default):
+                     mooncake  JSONL {"timestamp" (ms), "input_length",
+                               "output_length", "hash_ids"}: each hash_id is
+                               512 tokens of prompt; the same id always
+                               expands to the same words (512 × --token-scale
+                               of them), so requests sharing leading hash_ids
+                               share a real text prefix for the server's
+                               prefix cache. Requests with the same second
+                               hash_id are turns of one conversation: they
+                               carry its id in the --session-header header
+                               (X-Session-ID: mooncake-<id>).
+                     azure     CSV TIMESTAMP,ContextTokens,GeneratedTokens:
+                               a distinct random prompt per request (--seed).
+                   --trace-start, --trace-window and --trace-limit select a
+                   part of the trace; --duration, when given, stops the
+                   replay early (default: the whole selection). For a
+                   Mooncake trace against a server with 16-token KV blocks
+                   (vLLM, sluice sim), pick --token-scale so 512 × it is a
+                   multiple of 16 (1/8 = 0.125: 64 words a block).
+
+Besides latency and throughput, bench reports the share of prompt tokens the
+server had cached (usage.prompt_tokens_details.cached_tokens), for a Mooncake
+trace next to the trace's own bound (the share of its blocks sent before);
+the share of requests each replica answered (the X-Sim-Instance header);
+and with --goodput ttft=MS,itl=MS,e2e=MS (any of them) the share of
+requests that succeeded and met every given bound: time to first token, the
+request's mean inter-token latency (vLLM's TPOT; streams only) and
+end-to-end latency.
+
 A progress bar is drawn on stderr when it is a terminal; the table goes to
 stdout, and --json FILE writes the same result as JSON (schema
-` + bench.SchemaVersion + `; durations in milliseconds). With --json - the JSON goes
+` + bench.SchemaVersion + `; durations in milliseconds), which also carries the
+fields of vLLM's "vllm bench serve" result under its names (completed,
+request_throughput, output_throughput, mean_ttft_ms, median_ttft_ms,
+p99_ttft_ms, mean_itl_ms, ...). With --json - the JSON goes
 to stdout and the table to stderr. Exits 1 when no request succeeded, 130
 when interrupted (after printing what was measured).`,
 		Example: `  # open loop: 50 streamed chat requests per second for 30s against a local sim
@@ -70,7 +109,12 @@ when interrupted (after printing what was measured).`,
 
   # embeddings at a constant 200 req/s, 512-word inputs
   sluice bench --url http://127.0.0.1:8080 --endpoint /v1/embeddings \
-      --model embed --rate 200 --arrivals constant --prompt-tokens 512`,
+      --model embed --rate 200 --arrivals constant --prompt-tokens 512
+
+  # the first 2 minutes of the Mooncake trace, tokens / 8, with an SLO
+  sluice bench --url http://127.0.0.1:8080 --model sim-llm --stream \
+      --trace mooncake-conversation.jsonl --token-scale 0.125 \
+      --trace-window 2m --goodput ttft=500,itl=50 --json result.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			h, err := parseHeaders(headers)
@@ -78,6 +122,22 @@ when interrupted (after printing what was measured).`,
 				return err
 			}
 			cfg.Header = h
+			if goodput != "" {
+				if cfg.Goodput, err = bench.ParseSLO(goodput); err != nil {
+					return err
+				}
+			}
+			if tracePath != "" {
+				if !(traceOpts.TokenScale > 0) {
+					return fmt.Errorf("--token-scale %v: must be above 0", traceOpts.TokenScale)
+				}
+				if cfg.Trace, err = bench.LoadTrace(tracePath, traceOpts); err != nil {
+					return err
+				}
+				if !cmd.Flags().Changed("duration") {
+					cfg.Duration = 0 // the whole selection
+				}
+			}
 			return runBench(cmd.Context(), cfg, jsonPath, quiet, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -99,6 +159,15 @@ when interrupted (after printing what was measured).`,
 	f.Uint64Var(&cfg.Seed, "seed", 0, "seed for arrivals and prompts; 0 picks one (the table and JSON show it)")
 	f.StringVar(&cfg.APIKey, "api-key", "", "sent as Authorization: Bearer `KEY`")
 	f.StringArrayVar(&headers, "header", nil, "extra request `header` \"Name: value\" (repeatable)")
+	f.StringVar(&tracePath, "trace", "", "replay the trace in `FILE` (Mooncake JSONL or Azure CSV) instead of --rate or --concurrency")
+	f.StringVar(&traceOpts.Format, "trace-format", "", "trace format: mooncake or azure (default: detected)")
+	f.Float64Var(&cfg.TimeScale, "time-scale", 1, "replay speed `X`: a request the trace sends at time t is sent at t/X (2 = twice as fast, 0.5 = half speed)")
+	f.Float64Var(&traceOpts.TokenScale, "token-scale", 1, "multiply every token count of the trace by `Y` (prompt and output lengths, and a Mooncake block's 512 tokens), rounded, at least 1: 0.125 = tokens / 8")
+	f.DurationVar(&traceOpts.Start, "trace-start", 0, "skip the trace's requests before this time (from its first request)")
+	f.DurationVar(&traceOpts.Window, "trace-window", 0, "replay only the trace's requests in this span after --trace-start (trace time; 0 = to the end)")
+	f.IntVar(&traceOpts.Limit, "trace-limit", 0, "replay at most `N` requests of the trace (0 = all)")
+	f.StringVar(&cfg.SessionHeader, "session-header", bench.DefaultSessionHeader, "request header carrying a trace request's conversation id")
+	f.StringVar(&goodput, "goodput", "", "count requests meeting `ttft=MS,itl=MS,e2e=MS` (any subset; itl is the request's mean inter-token latency)")
 	f.StringVar(&jsonPath, "json", "", "also write the result as JSON to `FILE` (- for stdout)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress bar or status lines on stderr")
 	return cmd
@@ -169,7 +238,11 @@ func runBench(ctx context.Context, cfg bench.Config, jsonPath string, quiet bool
 // defaults applied.
 func describeLoad(cfg bench.Config) string {
 	load := fmt.Sprintf("closed loop, %d workers", cfg.Concurrency)
-	if cfg.Rate > 0 {
+	switch {
+	case cfg.Trace != nil:
+		load = fmt.Sprintf("%s trace replay, %d requests at %g× speed, tokens × %g",
+			cfg.Trace.Format, len(cfg.Trace.Requests), cfg.TimeScale, cfg.Trace.TokenScale)
+	case cfg.Rate > 0:
 		load = fmt.Sprintf("open loop, %g req/s (%s arrivals)", cfg.Rate, cfg.Arrivals)
 	}
 	if cfg.Warmup > 0 {

@@ -124,3 +124,37 @@ func TestBenchCmdInterrupted(t *testing.T) {
 		t.Errorf("no partial table on interrupt:\n%s", stdout.String())
 	}
 }
+
+func TestBenchCmdTrace(t *testing.T) {
+	srv := benchServer(t)
+	var stdout, stderr bytes.Buffer
+	err := Run(context.Background(), []string{"bench",
+		"--url", srv.URL, "--model", "m", "--api-key", "k", "--header", "X-Test: yes",
+		"--trace", "../bench/testdata/mooncake-excerpt.jsonl", "--time-scale", "5000", "--token-scale", "0.03125",
+		"--trace-limit", "9", "--goodput", "e2e=60000", "--json", "-", "--quiet",
+	}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	res, err := bench.ReadJSON(&stdout)
+	if err != nil {
+		t.Fatalf("stdout is not a result: %v", err)
+	}
+	if res.Mode() != "trace" || res.Sent != 9 || res.OK != 9 || res.Good != 9 || res.Trace.TokenScale != 0.03125 ||
+		res.Trace.Format != bench.TraceMooncake || res.Config.TimeScale != 5000 {
+		t.Errorf("result %+v, trace %+v", res, res.Trace)
+	}
+
+	for _, args := range [][]string{
+		{"--trace", "missing.jsonl"},
+		{"--trace", "../bench/testdata/azure-excerpt.csv", "--rate", "5"},
+		{"--goodput", "ttft=fast"},
+		{"--goodput", "ttft=100"}, // not streamed
+		{"--trace", "../bench/testdata/azure-excerpt.csv", "--token-scale", "0"},
+	} {
+		err := Run(context.Background(), append([]string{"bench", "--url", srv.URL, "--model", "m", "--quiet"}, args...), io.Discard, io.Discard)
+		if err == nil {
+			t.Errorf("bench %v: no error", args)
+		}
+	}
+}
