@@ -494,6 +494,14 @@ type Cache struct {
 	Memory Size `yaml:"memory"`
 	// Redis adds redis.url as a shared L2. Default false.
 	Redis bool `yaml:"redis"`
+	// Memcached adds Memcached as the shared L2 instead of Redis:
+	// "host:port", several separated by commas (keys are spread over them
+	// by hash). Default "" (none).
+	Memcached string `yaml:"memcached"`
+	// MemcachedItemLimit is the servers' item size limit (memcached -I);
+	// larger responses are kept in memory only. Default 0: 1MiB,
+	// memcached's own default.
+	MemcachedItemLimit Size `yaml:"memcached_item_limit"`
 }
 
 // Jobs configures async jobs.
@@ -511,6 +519,9 @@ type Jobs struct {
 	// WebhookSecret is the key that signs job callbacks (Standard Webhooks);
 	// write it as ${VAR}. Default "" (no key).
 	WebhookSecret string `yaml:"webhook_secret"`
+	// MaxFileSize bounds a file uploaded to /v1/files (a batch's input).
+	// Default 200MiB, OpenAI's limit for batch input files.
+	MaxFileSize Size `yaml:"max_file_size"`
 }
 
 // KEDA configures the KEDA external-scaler server.

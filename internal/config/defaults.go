@@ -29,6 +29,7 @@ func Default() *Config {
 			Concurrency: 64,
 			MaxAttempts: 3,
 			Retention:   Duration(24 * time.Hour),
+			MaxFileSize: 200 << 20,
 		},
 		Tracing: Tracing{Protocol: "http", SampleRatio: 1},
 	}

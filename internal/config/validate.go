@@ -693,7 +693,20 @@ func (v *validator) cache() {
 	if c.Cache.Redis && c.Redis.URL == "" {
 		v.addDepf([]string{"redis.url"}, "cache.redis", "needs redis.url, where the shared cache lives")
 	}
-	if c.Cache.Memory == 0 && !c.Cache.Redis {
+	if c.Cache.Memcached != "" {
+		if c.Cache.Redis {
+			v.addf("cache.memcached", "set memcached or redis, not both: the cache has one shared level")
+		}
+		for s := range strings.SplitSeq(c.Cache.Memcached, ",") {
+			if _, _, err := net.SplitHostPort(strings.TrimSpace(s)); err != nil {
+				v.addf("cache.memcached", "%q: want host:port, e.g. 127.0.0.1:11211", strings.TrimSpace(s))
+			}
+		}
+	}
+	if c.Cache.MemcachedItemLimit < 0 {
+		v.addf("cache.memcached_item_limit", "must not be negative; memcached's default is 1MiB")
+	}
+	if c.Cache.Memory == 0 && !c.Cache.Redis && c.Cache.Memcached == "" {
 		for i, p := range c.Pools {
 			if p.Cache.TTL > 0 {
 				v.addDepf([]string{"cache"}, fmt.Sprintf("pools[%d].cache.ttl", i), "the pool caches responses but cache.memory is 0 and cache.redis is false; give the cache a size, e.g. cache: {memory: 256MiB}")
@@ -722,6 +735,9 @@ func (v *validator) jobs() {
 	v.atLeast("jobs.concurrency", j.Concurrency, 1)
 	v.atLeast("jobs.max_attempts", j.MaxAttempts, 1)
 	v.positive("jobs.retention", j.Retention)
+	if j.MaxFileSize <= 0 {
+		v.addf("jobs.max_file_size", "must be positive, e.g. 200MiB")
+	}
 }
 
 // kvAware checks the kv_aware balancer's scorers and tuning.
