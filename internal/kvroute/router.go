@@ -35,6 +35,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-ai/sluice/internal/balancer"
+	"github.com/sluice-ai/sluice/internal/config"
 )
 
 // Defaults of ScrapeConfig.
@@ -341,16 +342,24 @@ func (r *Router) Forget(key string) {
 	r.reps.Store(&next)
 }
 
+// TTFTUnitBlocks is the prompt size, in blocks (4 KiB, about a thousand
+// tokens), that first-token latency samples are scaled to: a sample for a
+// prompt of b blocks counts as d / max(1, b/TTFTUnitBlocks). Prefill time
+// grows with the prompt, and without the scaling a replica that happened to
+// get a long prompt would look slow to every later request.
+const TTFTUnitBlocks = 32
+
 // ObserveTTFT feeds replica key's first-token latency estimate with one
-// request's time to first token (for a stream, the first content event;
-// otherwise the first body byte) — not time to headers, which engines send
-// before the request leaves their queue.
-func (r *Router) ObserveTTFT(key string, d time.Duration) {
+// request's time to first token — for a stream, the first content event;
+// otherwise the first body byte; not the response headers, which engines
+// send before the request leaves their queue — and the number of prompt
+// blocks the request had (len(Request.Blocks); 0 if unknown).
+func (r *Router) ObserveTTFT(key string, d time.Duration, blocks int) {
 	if d <= 0 {
 		return
 	}
 	if rep := (*r.reps.Load())[key]; rep != nil {
-		rep.ttft.Observe(d)
+		rep.ttft.Observe(time.Duration(float64(d) / max(1, float64(blocks)/TTFTUnitBlocks)))
 	}
 }
 
@@ -402,9 +411,6 @@ func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
 			ls = nil
 		}
 		t := rep.ttft.Value()
-		if t == 0 {
-			t = b.Cost()
-		}
 		sc.in[j] = inputs{inFlight: in, load: ls, ttft: t}
 		if useSession {
 			if v := mix64(hs ^ rep.keyHash); sessionWinner < 0 || v > bestHRW {
@@ -424,8 +430,15 @@ func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
 	}
 	score(r.cfg.Weights, r.cfg.LoadFactor, blocks, sc.in, sc.out)
 
-	best, ties := 0, 1
-	for j := 1; j < n; j++ {
+	best, ties := -1, 0
+	for j := 0; j < n; j++ {
+		if sc.out[j].Slow {
+			continue
+		}
+		if best < 0 {
+			best, ties = j, 1
+			continue
+		}
 		switch d := sc.out[j].Total - sc.out[best].Total; {
 		case d > 1e-9:
 			best, ties = j, 1
@@ -634,5 +647,38 @@ func (r *Router) Close() {
 	r.running.Wait()
 	if r.ownHC {
 		r.hc.CloseIdleConnections()
+	}
+}
+
+// FromPool returns the kv_aware Config of a validated pool. Whether to
+// share the index (Options.Redis) is the caller's: p.KVAware.Share with
+// redis.url set.
+func FromPool(p *config.Pool) Config {
+	w := p.ScorerWeights()
+	k := p.KVAware
+	interval := k.ScrapeInterval.D()
+	if interval == 0 {
+		interval = -1 // the config's 0 turns scraping off
+	}
+	return Config{
+		Pool: p.Name,
+		Weights: Weights{
+			Prefix:  w["prefix"],
+			Queue:   w["queue"],
+			KVCache: w["kv_cache"],
+			Latency: w["latency"],
+			Session: w["session"],
+		},
+		MaxBlocks:    k.MaxBlocks,
+		IndexEntries: k.IndexEntries,
+		IndexTTL:     k.IndexTTL.D(),
+		LoadFactor:   k.LoadFactor,
+		Scrape: ScrapeConfig{
+			Path:       k.MetricsPath,
+			Interval:   interval,
+			Timeout:    k.ScrapeTimeout.D(),
+			MaxBytes:   int64(k.MaxMetricsSize),
+			StaleAfter: k.StaleAfter,
+		},
 	}
 }

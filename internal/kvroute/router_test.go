@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluice-ai/sluice/internal/balancer"
+	"github.com/sluice-ai/sluice/internal/config"
 )
 
 func TestMain(m *testing.M) {
@@ -101,7 +102,7 @@ func TestPickCases(t *testing.T) {
 		// in-flight counts of replicas a, b, c; a holds holder's prefix
 		// when hold is set.
 		in   [3]int64
-		cost [3]float64
+		ttft [3]float64
 		hold bool
 		want []string // acceptable picks
 	}{
@@ -114,6 +115,9 @@ func TestPickCases(t *testing.T) {
 		{"a miss avoids a slow idle replica", [3]int64{2, 2, 0}, [3]float64{1e6, 1e6, 8e6}, false, []string{"a", "b"}},
 		{"a slow holder loses to fast idle replicas", [3]int64{0, 0, 0}, [3]float64{20e6, 1e6, 1e6}, true, []string{"b", "c"}},
 		{"a slightly slower holder keeps its prefix", [3]int64{0, 0, 0}, [3]float64{1.5e6, 1e6, 1e6}, true, []string{"a"}},
+		// p2c_ewma's known limit: latency × (in flight + 1) equalises, so
+		// an 8× slow replica wins once the fast ones have 7 in flight.
+		{"a slow replica is not picked while fast ones are busy", [3]int64{8, 8, 0}, [3]float64{1e6, 1e6, 8e6}, false, []string{"a", "b"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _ := newTestRouter(t, Config{Pool: "p"})
@@ -124,15 +128,19 @@ func TestPickCases(t *testing.T) {
 			}
 			for i, bk := range all {
 				bk.set(tc.in[i])
-				bk.cost = tc.cost[i]
+				if tc.ttft[i] > 0 {
+					r.replicaFor(bk.key, true)
+					r.ObserveTTFT(bk.key, time.Duration(tc.ttft[i]), len(holder))
+				}
 			}
-			for range 20 {
-				got := r.Pick(cands(all...), Request{Blocks: slices.Clone(holder)})
+			for i := range 20 {
+				p := holder
+				if !tc.hold {
+					p = prompt(100+i, 1) // a miss every time
+				}
+				got := r.Pick(cands(all...), Request{Blocks: p})
 				if !slices.Contains(tc.want, got.Key()) {
 					t.Fatalf("picked %s, want one of %v; status %+v", got.Key(), tc.want, r.Status().Replicas)
-				}
-				if !tc.hold {
-					r.Forget(got.Key()) // keep it a miss
 				}
 			}
 		})
@@ -348,5 +356,61 @@ func TestStaleLoadIgnored(t *testing.T) {
 		if !rs.LoadStale {
 			t.Errorf("%s: load not reported stale", rs.Key)
 		}
+	}
+}
+
+func TestFromPool(t *testing.T) {
+	p := config.DefaultPool()
+	p.Name = "chat"
+	c := FromPool(&p)
+	if c.Weights != DefaultWeights {
+		t.Errorf("default weights from config %+v, package %+v", c.Weights, DefaultWeights)
+	}
+	want := Config{Pool: "chat", Weights: DefaultWeights, MaxBlocks: DefaultMaxBlocks, IndexEntries: DefaultIndexEntries,
+		IndexTTL: DefaultIndexTTL, LoadFactor: DefaultLoadFactor, Scrape: ScrapeConfig{Path: DefaultScrapePath,
+			Interval: DefaultScrapeInterval, Timeout: DefaultScrapeTimeout, MaxBytes: DefaultScrapeMaxBytes, StaleAfter: DefaultScrapeStaleAfter}}
+	if c != want {
+		t.Errorf("FromPool(defaults) = %+v\nwant %+v", c, want)
+	}
+	p.Scorers = map[string]float64{"prefix": 5, "session": 1}
+	p.KVAware.ScrapeInterval = 0
+	c = FromPool(&p)
+	if c.Weights != (Weights{Prefix: 5, Queue: 1, KVCache: 0.5, Latency: 1, Session: 1}) || c.Scrape.Interval >= 0 {
+		t.Errorf("FromPool = %+v", c)
+	}
+	r := New(c, Options{})
+	defer r.Close()
+	if got := r.Config().Scrape.Interval; got >= 0 {
+		t.Errorf("scraping not off: interval %v", got)
+	}
+}
+
+// TestSlowReplicaRetried: a slow replica gets no traffic, its estimate
+// decays, and it is tried again within seconds; its next sample decides.
+func TestSlowReplicaRetried(t *testing.T) {
+	r, clk := newTestRouter(t, Config{Pool: "p"})
+	a, b, c := &backend{key: "a"}, &backend{key: "b"}, &backend{key: "c"}
+	all := cands(a, b, c)
+	r.Pick(all, Request{})
+	r.ObserveTTFT("c", 8*time.Millisecond, 0)
+	firstC := -1
+	for sec := range 30 {
+		r.ObserveTTFT("a", time.Millisecond, 0)
+		r.ObserveTTFT("b", time.Millisecond, 0)
+		a.set(4)
+		b.set(4)
+		if got := r.Pick(all, Request{}); got == c {
+			firstC = sec
+			break
+		}
+		clk.Advance(time.Second)
+	}
+	// 8 ms decays below 3 × 1 ms after τ ln(8/3) ≈ 9.8 s.
+	if firstC < 9 || firstC > 11 {
+		t.Fatalf("the slow replica was tried again after %d s, want about 10", firstC)
+	}
+	r.ObserveTTFT("c", 8*time.Millisecond, 0) // still slow: out again
+	if got := r.Pick(all, Request{}); got == c {
+		t.Error("a replica still slow was picked again")
 	}
 }

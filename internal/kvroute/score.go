@@ -37,20 +37,24 @@ var DefaultWeights = Weights{Prefix: 2, Queue: 1, KVCache: 0.5, Latency: 1}
 // consistent_hash bounds a key's replica).
 const DefaultLoadFactor = 1.25
 
-// SlowFactor bounds affinity by speed: a replica whose first-token
-// latency estimate is more than SlowFactor times the fastest candidate's
-// is skipped for affinity, however much of the prompt it holds. A cached
-// prefix saves prefill, a fraction of first-token time; it cannot make up
-// for a replica that is several times slower (a degraded GPU, a noisy
-// neighbour), and sending a conversation there would keep feeding the
-// slow replica the tail of the latency distribution.
+// SlowFactor marks slow replicas: a candidate whose first-token latency
+// estimate is more than SlowFactor times the fastest candidate's is not
+// picked at all (some candidate always is within it: the fastest), however
+// much of the prompt it holds. A cached prefix saves prefill, a fraction of
+// first-token time; it cannot make up for a replica several times slower
+// (a degraded GPU, a noisy neighbour), and every request sent there lands
+// in the tail of the latency distribution — scoring it down only reduces
+// its share, which with batching engines still sets the p99. The estimate
+// decays while the replica gets no traffic (balancer.PeakEWMA, τ = 10 s),
+// so a replica that recovered is tried again within seconds, and its next
+// response restores a true estimate.
 const SlowFactor = 3
 
 // inputs are what a pick knows of one candidate.
 type inputs struct {
 	inFlight int64 // the gateway's requests in flight to it now
 	load     *loadSample
-	ttft     float64 // first-token latency estimate, ns; 0 = unknown
+	ttft     float64 // first-token latency estimate, ns per unit of prompt; 0 = unknown
 	matched  int     // leading prompt blocks it is believed to hold
 	session  bool    // the session key's rendezvous winner
 }
@@ -62,9 +66,10 @@ type Explain struct {
 	// leading blocks the replica was believed to hold.
 	Blocks  int `json:"blocks"`
 	Matched int `json:"matched"`
-	// Capped is set when the replica was over its load bound, and Slow
-	// when it was over SlowFactor times the fastest candidate's first-token
-	// latency: either way its prefix affinity counted for nothing.
+	// Capped is set when the replica was over its load bound, so its
+	// prefix affinity counted for nothing. Slow is set when its first-token
+	// latency estimate was over SlowFactor times the fastest candidate's:
+	// it was not picked.
 	Capped bool `json:"capped"`
 	Slow   bool `json:"slow"`
 	// Outstanding is the load the bound and the latency scorer use: the
@@ -76,7 +81,8 @@ type Explain struct {
 	// the gateway's in-flight growth since the scrape; 0 (every candidate
 	// scores 1) when any candidate lacks a fresh scrape.
 	Queue float64 `json:"queue"`
-	// TTFTSeconds is the first-token latency estimate (0: none).
+	// TTFTSeconds is the first-token latency estimate, for a prompt of
+	// TTFTUnitBlocks blocks or less (0: none).
 	TTFTSeconds float64 `json:"ttft_seconds"`
 	// Scores are the scorers' values in [0, 1] and Total their weighted sum.
 	Prefix  float64 `json:"prefix"`
@@ -151,13 +157,11 @@ func score(w Weights, c float64, blocks int, in []inputs, out []Explain) {
 	}
 	for j := range in {
 		e := &out[j]
-		if blocks > 0 && in[j].matched > 0 {
-			switch {
-			case n > 1 && e.Outstanding+1 > bound:
+		e.Slow = in[j].ttft > SlowFactor*minT
+		if blocks > 0 && in[j].matched > 0 && !e.Slow {
+			if n > 1 && e.Outstanding+1 > bound {
 				e.Capped = true
-			case in[j].ttft > SlowFactor*minT:
-				e.Slow = true
-			default:
+			} else {
 				e.Prefix = float64(in[j].matched) / float64(blocks)
 			}
 		}
