@@ -11,6 +11,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
+
+	"github.com/sluice-ai/sluice/internal/redistest"
 )
 
 func TestMain(m *testing.M) {
@@ -47,8 +49,16 @@ func checkExactlyOnce(t *testing.T, n int, output, errs []fileLine) map[string]f
 }
 
 func TestBatchRunsToCompletion(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) { testBatchRunsToCompletion(t, gatewayOpts{window: 16}) })
+	t.Run("redis", func(t *testing.T) {
+		srv := redistest.Start(t)
+		testBatchRunsToCompletion(t, gatewayOpts{window: 16, redis: srv})
+	})
+}
+
+func testBatchRunsToCompletion(t *testing.T, o gatewayOpts) {
 	backend := newSimBackend(t, 0)
-	g := startGateway(t, backend, gatewayOpts{window: 16})
+	g := startGateway(t, backend, o)
 	const n = 60
 	// Every 10th line asks for a model the backend refuses.
 	content := inputFile(n, "hello", func(i int) string {
@@ -131,7 +141,12 @@ func TestBatchRunsToCompletion(t *testing.T) {
 }
 
 func TestTenantsAreApart(t *testing.T) {
-	g := startGateway(t, newSimBackend(t, 0), gatewayOpts{})
+	t.Run("embedded", func(t *testing.T) { testTenantsAreApart(t, gatewayOpts{}) })
+	t.Run("redis", func(t *testing.T) { testTenantsAreApart(t, gatewayOpts{redis: redistest.Start(t)}) })
+}
+
+func testTenantsAreApart(t *testing.T, o gatewayOpts) {
+	g := startGateway(t, newSimBackend(t, 0), o)
 	f := g.mustUpload("team-a", inputFile(3, "x", sim))
 	b := g.mustCreate("team-a", f.ID)
 	g.await("team-a", b.ID, nil)
@@ -251,9 +266,14 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) { testCancel(t, gatewayOpts{window: 4}) })
+	t.Run("redis", func(t *testing.T) { testCancel(t, gatewayOpts{window: 4, redis: redistest.Start(t)}) })
+}
+
+func testCancel(t *testing.T, o gatewayOpts) {
 	backend := newSimBackend(t, 0)
 	backend.hold()
-	g := startGateway(t, backend, gatewayOpts{window: 4})
+	g := startGateway(t, backend, o)
 	const n = 40
 	f := g.mustUpload("t", inputFile(n, "c", sim))
 	b := g.mustCreate("t", f.ID)

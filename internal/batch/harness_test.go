@@ -24,7 +24,9 @@ import (
 
 	"github.com/sluice-ai/sluice/internal/jobs"
 	"github.com/sluice-ai/sluice/internal/jobs/natsstore"
+	"github.com/sluice-ai/sluice/internal/jobs/redisstore"
 	"github.com/sluice-ai/sluice/internal/openai"
+	"github.com/sluice-ai/sluice/internal/redistest"
 )
 
 // waitLimit bounds every wait of the tests; it only matters when one fails.
@@ -135,14 +137,23 @@ func (b *simBackend) callsFor(content string) int {
 // httptest server as the gateway would route them.
 type gateway struct {
 	t       testing.TB
-	store   *natsstore.Store
+	store   closableStore
 	jobs    *jobs.Service
 	batch   *Service
 	backend *simBackend
 	srv     *httptest.Server
 }
 
+// closableStore is a job store the test closes.
+type closableStore interface {
+	jobs.Store
+	io.Closer
+}
+
 type gatewayOpts struct {
+	// redis, when set, holds jobs and batches instead of the embedded
+	// store.
+	redis      *redistest.Server
 	dir        string
 	window     int
 	maxFile    int64
@@ -158,7 +169,14 @@ func startGateway(t testing.TB, backend *simBackend, o gatewayOpts) *gateway {
 		o.dir = t.TempDir()
 	}
 	ctx := context.Background()
-	store, err := natsstore.OpenEmbedded(ctx, o.dir, natsstore.Options{Lease: 2 * time.Second, Logger: testLogger()})
+	var store closableStore
+	var err error
+	if o.redis != nil {
+		prefix := strings.NewReplacer("{", "", "}", "").Replace(redistest.UniquePrefix(t))
+		store, err = redisstore.Open(ctx, o.redis.Client(t), redisstore.Options{Prefix: prefix, Lease: 2 * time.Second, Logger: testLogger()})
+	} else {
+		store, err = natsstore.OpenEmbedded(ctx, o.dir, natsstore.Options{Lease: 2 * time.Second, Logger: testLogger()})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

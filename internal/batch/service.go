@@ -12,6 +12,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-ai/sluice/internal/jobs"
 )
@@ -22,9 +23,9 @@ type Options struct {
 	// Jobs runs the batches' lines. The Service does not close it.
 	Jobs *jobs.Service
 	// Store is the job store Jobs uses. Files and batches are kept in its
-	// engine, so it must offer one: the embedded and nats:// stores do
-	// (natsstore.Store). The Service reads job results from it and
-	// follows its events.
+	// engine: JetStream for the embedded and nats:// stores
+	// (natsstore.Store), Redis for the redis store (redisstore.Store). The
+	// Service reads job results from it and follows its events.
 	Store jobs.Store
 	// MaxFileSize bounds an uploaded file (jobs.max_file_size). Default
 	// 200 MiB, OpenAI's limit for batch input files.
@@ -105,6 +106,13 @@ type jetStreamStore interface {
 	Replicas() int
 }
 
+// redisStore is what a job store offers when it keeps its data in Redis
+// (redisstore.Store).
+type redisStore interface {
+	Client() redis.UniversalClient
+	Prefix() string
+}
+
 // New opens the Service's storage in the job store's engine and starts
 // its scheduler, which resumes the batches that were running. ctx bounds
 // the setup only.
@@ -112,15 +120,17 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if opts.Jobs == nil || opts.Store == nil {
 		return nil, errors.New("batch: Options.Jobs and Options.Store are required")
 	}
-	js, ok := opts.Store.(jetStreamStore)
-	if !ok {
-		return nil, fmt.Errorf("batch: the job store %T keeps no files; the Batch API needs the embedded or a nats:// job store", opts.Store)
+	switch store := opts.Store.(type) {
+	case jetStreamStore:
+		st, err := openJetStream(ctx, store.JetStream(), store.Name(), store.Replicas())
+		if err != nil {
+			return nil, fmt.Errorf("batch: %w", err)
+		}
+		return newService(opts, st), nil
+	case redisStore:
+		return newService(opts, newRedisStorage(store.Client(), store.Prefix())), nil
 	}
-	st, err := openJetStream(ctx, js.JetStream(), js.Name(), js.Replicas())
-	if err != nil {
-		return nil, fmt.Errorf("batch: %w", err)
-	}
-	return newService(opts, st), nil
+	return nil, fmt.Errorf("batch: the job store %T keeps no files; the Batch API needs the embedded, a nats:// or the redis job store", opts.Store)
 }
 
 func newService(opts Options, st storage) *Service {
