@@ -449,6 +449,9 @@ func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
 			}
 		}
 	}
+	if best < 0 { // cannot happen: the fastest candidate is never slow
+		best = 0
+	}
 	chosen := sc.reps[best]
 	chosen.picks.Add(1)
 	for j, rep := range sc.reps {

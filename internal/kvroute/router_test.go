@@ -2,10 +2,12 @@ package kvroute
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -412,5 +414,64 @@ func TestSlowReplicaRetried(t *testing.T) {
 	r.ObserveTTFT("c", 8*time.Millisecond, 0) // still slow: out again
 	if got := r.Pick(all, Request{}); got == c {
 		t.Error("a replica still slow was picked again")
+	}
+}
+
+func TestDebugLogExplainsPick(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := New(Config{Pool: "chat"}, Options{Clock: clockwork.NewFakeClock(), Logger: log})
+	defer r.Close()
+	a, b := &backend{key: "a"}, &backend{key: "b"}
+	p := prompt(1, 2)
+	r.Pick(cands(a), Request{Blocks: p})
+	b.set(1)
+	mu.Lock()
+	buf.Reset()
+	mu.Unlock()
+	r.Pick(cands(a, b), Request{Blocks: p})
+	mu.Lock()
+	line := buf.String()
+	mu.Unlock()
+	for _, want := range []string{"kv_aware pick", "pool=chat", "replica=a", fmt.Sprintf("prefix=1.00(%d/%d)", len(p), len(p)), "b total="} {
+		if !strings.Contains(line, want) {
+			t.Errorf("debug line lacks %q:\n%s", want, line)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestConcurrentUse runs picks, TTFT samples, churn and status together
+// (for the race detector).
+func TestConcurrentUse(t *testing.T) {
+	r := New(Config{Pool: "p"}, Options{})
+	defer r.Close()
+	bs := backends(6)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 300 {
+				got := r.Pick(cands(bs...), Request{Blocks: prompt(i%20, 1+g), Session: "s"})
+				r.ObserveTTFT(got.Key(), time.Millisecond, 10)
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 50 {
+			r.Forget(bs[i%6].key)
+			_ = r.Status()
+		}
+	})
+	wg.Wait()
+	if st := r.Status(); len(st.Replicas) == 0 || st.Index.Entries == 0 {
+		t.Errorf("status after concurrent use: %+v", st)
 	}
 }

@@ -68,11 +68,14 @@ func (r *Router) scrape(ctx context.Context, rep *replica) {
 	}
 	inFlight := rep.inFlight.Load()
 	at := r.clk.Now()
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Scrape.Timeout)
+	sctx, cancel := context.WithTimeout(ctx, r.cfg.Scrape.Timeout)
 	defer cancel()
-	l, reason, err := r.fetch(ctx, rep.metricsURL)
+	l, reason, err := r.fetch(sctx, rep.metricsURL)
 	if err != nil {
-		if ctx.Err() != nil && reason == reasonConnect {
+		if ctx.Err() != nil {
+			return // shutting down: not the replica's fault
+		}
+		if sctx.Err() != nil && reason == reasonConnect {
 			reason = reasonTimeout
 		}
 		r.scrapeFailed(rep, reason, err)
