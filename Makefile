@@ -14,6 +14,7 @@ build:
 test:
 	./scripts/test-deps.sh
 	./scripts/kube-test-assets.sh >/dev/null
+	./scripts/otelcol-test-assets.sh >/dev/null
 	$(GO) vet ./...
 	$(GO) test -race -timeout 30m ./...
 
