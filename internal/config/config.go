@@ -522,6 +522,13 @@ type Jobs struct {
 	// MaxFileSize bounds a file uploaded to /v1/files (a batch's input).
 	// Default 200MiB, OpenAI's limit for batch input files.
 	MaxFileSize Size `yaml:"max_file_size"`
+	// CallbackAllow lists the non-public destinations job callbacks may
+	// reach (see ParseAddrRule): "10.0.0.0/8", "10.1.2.3:8443",
+	// "hooks.internal:443", "*.hooks.internal". Default none: a callback
+	// to a loopback, private, link-local, CGNAT, unspecified, multicast or
+	// reserved address, or to the gateway's own listen addresses, is
+	// refused (the own addresses even when listed here).
+	CallbackAllow []string `yaml:"callback_allow"`
 }
 
 // KEDA configures the KEDA external-scaler server.

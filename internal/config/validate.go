@@ -738,6 +738,11 @@ func (v *validator) jobs() {
 	if j.MaxFileSize <= 0 {
 		v.addf("jobs.max_file_size", "must be positive, e.g. 200MiB")
 	}
+	for i, e := range j.CallbackAllow {
+		if _, err := ParseAddrRule(e); err != nil {
+			v.addf(fmt.Sprintf("jobs.callback_allow[%d]", i), "%v", err)
+		}
+	}
 }
 
 // kvAware checks the kv_aware balancer's scorers and tuning.

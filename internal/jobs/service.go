@@ -24,6 +24,12 @@ type Options struct {
 	// request's context carries the job (FromContext) and is cancelled when
 	// the job is canceled or the Service shuts down.
 	Exec http.Handler
+	// Admit, when set, is asked before each attempt whether the job's
+	// tenant has room for it now (its concurrency and rate limits). A job
+	// refused waits: it is requeued after retryAfter without using an
+	// attempt. release, called when the attempt ends, gives the room back
+	// with the tokens the attempt used (-1: unknown). Nil admits every job.
+	Admit func(ctx context.Context, job *Job) (release func(tokens int64), retryAfter time.Duration, ok bool)
 	// Concurrency is the most attempts this Service runs at once. Default 64.
 	Concurrency int
 	// MaxAttempts is the most attempts per job. Default 3.
@@ -51,8 +57,19 @@ type Options struct {
 	// KeepHeaders adds request headers to those a job keeps (see
 	// KeptHeaders). Default none.
 	KeepHeaders []string
-	// HTTPClient sends callbacks. Default: 30s timeout, no redirects.
+	// HTTPClient sends callbacks. Default: a client that enforces the
+	// callback policy (CallbackAllow, OwnAddrs) on every address it
+	// connects to, uses no proxy, follows no redirects, and gives each
+	// attempt 30s. A client given here bypasses that policy at delivery.
 	HTTPClient *http.Client
+	// CallbackAllow lists the non-public destinations callbacks may reach,
+	// as jobs.callback_allow (config.ParseAddrRule). Default none: only
+	// public addresses.
+	CallbackAllow []string
+	// OwnAddrs are the gateway's listen addresses ("host:port"; ":port"
+	// for every interface), which a callback never reaches, even when
+	// CallbackAllow covers them. Default none.
+	OwnAddrs []string
 	// Logger receives the Service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Clock drives timestamps, retention, long-poll waits and the stats
@@ -110,6 +127,7 @@ type Service struct {
 	metrics    *metrics
 	webhookKey []byte
 	keep       map[string]bool
+	cbGuard    *callbackGuard
 
 	wake      chan struct{} // cap 1: a queue may hold work
 	maybeWork atomic.Uint32 // by priority rank: the queue may hold work
@@ -179,8 +197,12 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if opts.MaxRequestBody <= 0 {
 		opts.MaxRequestBody = DefaultMaxBody
 	}
+	guard, err := newCallbackGuard(ctx, opts.CallbackAllow, opts.OwnAddrs)
+	if err != nil {
+		return nil, err
+	}
 	if opts.HTTPClient == nil {
-		opts.HTTPClient = webhookClient()
+		opts.HTTPClient = guard.client()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -201,6 +223,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		runs:      make(map[string]context.CancelCauseFunc),
 		held:      make(map[*Delivery]struct{}),
 		waiters:   make(map[string]map[chan struct{}]struct{}),
+		cbGuard:   guard,
 	}
 	if opts.WebhookSecret != "" {
 		key, err := ParseWebhookSecret(opts.WebhookSecret)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -87,7 +88,7 @@ func (s *Service) newJobAt(req SubmitRequest, now time.Time) (*Job, *openai.Erro
 		return nil, openai.BadRequest(err.Error())
 	}
 	if req.CallbackURL != "" {
-		if err := validCallbackURL(req.CallbackURL); err != nil {
+		if err := s.validCallbackURL(req.CallbackURL); err != nil {
 			return nil, err
 		}
 		if s.webhookKey == nil {
@@ -198,13 +199,33 @@ func clip(s string) string {
 	return s[:max] + "…"
 }
 
-func validCallbackURL(raw string) *openai.Error {
+// validCallbackURL checks a callback URL at submission: an absolute http
+// or https URL with a host, a valid port, and no credentials (they would
+// be stored with the job and sent in the clear to wherever it points);
+// and not a destination the callback policy refuses without asking DNS
+// (an address literal, localhost). Names are checked again, on the
+// address they resolve to, at every delivery.
+func (s *Service) validCallbackURL(raw string) *openai.Error {
 	if len(raw) > maxCallbackURLLen {
 		return openai.BadRequest(fmt.Sprintf("callback_url exceeds %d bytes", maxCallbackURLLen))
 	}
+	if !printable(raw) {
+		return openai.BadRequest("callback_url must be printable ASCII; percent-encode the rest")
+	}
 	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return openai.BadRequest(fmt.Sprintf("callback_url %q must be an absolute http or https URL", raw))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return openai.BadRequest(fmt.Sprintf("callback_url %q must be an absolute http or https URL", clip(raw)))
+	}
+	if u.User != nil {
+		return openai.BadRequest("callback_url must not carry credentials (user:password@); authenticate the callback by its webhook-signature")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return openai.BadRequest(fmt.Sprintf("callback_url port %q must be 1 to 65535", p))
+		}
+	}
+	if err := s.cbGuard.checkURL(u); err != nil {
+		return openai.BadRequest("callback_url refused: " + err.Error())
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Standard Webhooks (https://www.standardwebhooks.com) headers.
@@ -64,17 +63,6 @@ type callbackPayload struct {
 	Type      string    `json:"type"`
 	Timestamp apiTime   `json:"timestamp"`
 	Data      jobDetail `json:"data"`
-}
-
-// webhookClient is the default HTTP client for callbacks: it does not
-// follow redirects (a 3xx is a failed delivery) and bounds each attempt.
-func webhookClient() *http.Client {
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 }
 
 // postCallback sends job's callback once and reports whether the receiver
@@ -150,8 +138,14 @@ func (s *Service) deliverCallback(ctx, opsCtx context.Context, d *Delivery) {
 		s.requeue(opsCtx, d, 0)
 		return
 	}
+	// A destination the policy refuses stays refused: give up at once
+	// rather than knock on it CallbackAttempts times.
+	refused := errors.Is(err, ErrCallbackRefused)
 	for {
 		job.CallbackAttempts++
+		if refused {
+			job.CallbackAttempts = max(job.CallbackAttempts, s.opt.CallbackAttempts)
+		}
 		uerr := s.store.Update(opsCtx, job)
 		if errors.Is(uerr, ErrConflict) {
 			cur, gerr := s.store.Get(opsCtx, job.Tenant, job.ID)
@@ -172,7 +166,7 @@ func (s *Service) deliverCallback(ctx, opsCtx context.Context, d *Delivery) {
 	}
 	if job.CallbackAttempts >= s.opt.CallbackAttempts {
 		s.metrics.webhooks.WithLabelValues("failed").Inc()
-		s.log.Warn("callback given up", "job", job.ID, "url", job.CallbackURL, "attempts", job.CallbackAttempts, "err", err)
+		s.log.Warn("callback given up", "job", job.ID, "tenant", job.Tenant, "url", job.CallbackURL, "attempts", job.CallbackAttempts, "refused", refused, "err", err)
 		s.ack(opsCtx, d)
 		return
 	}
