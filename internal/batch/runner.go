@@ -80,6 +80,7 @@ type runner struct {
 	pending []result           // collected, not yet committed
 	held    map[int]bool       // indexes in pending
 	retry   *request           // a line whose submission failed
+	input   *os.File           // the local copy of the input file
 	eof     bool               // every line was read
 	ticks   int
 }
@@ -144,6 +145,7 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.input = in
 	defer func() {
 		in.Close()
 		os.Remove(in.Name())
@@ -644,7 +646,7 @@ func (r *runner) finish(ctx context.Context, final Status, code string) error {
 		}
 	}
 	if code != "" {
-		if err := r.holdUnrun(ctx, code); err != nil {
+		if err := r.holdUnrun(code); err != nil {
 			return err
 		}
 	}
@@ -680,15 +682,11 @@ func (r *runner) finish(ctx context.Context, final Status, code string) error {
 
 // holdUnrun adds an error line with code for every line that has no
 // result.
-func (r *runner) holdUnrun(ctx context.Context, code string) error {
-	opCtx, cancel := r.opCtx(ctx)
-	defer cancel()
-	in, err := r.s.st.openFile(opCtx, r.rec.InputFileID)
-	if err != nil {
+func (r *runner) holdUnrun(code string) error {
+	if _, err := r.input.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("reread input file: %w", err)
 	}
-	defer in.Close()
-	lines := newLineReader(in, r.s.opt.MaxRequestBody+lineSlack)
+	lines := newLineReader(r.input, r.s.opt.MaxRequestBody+lineSlack)
 	msg := "the batch was cancelled before this request ran"
 	if code == "batch_expired" {
 		msg = "the batch expired before this request ran"
