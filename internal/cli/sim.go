@@ -18,8 +18,8 @@ func newSimCmd() *cobra.Command {
 		Use:   "sim [flags]",
 		Short: "Run a simulated inference server (OpenAI API, Open Inference Protocol v2, vLLM metrics)",
 		Long: `sim runs a simulated model server for demos, tests and benchmarks. It answers
-the OpenAI API (/v1/chat/completions, /v1/completions, /v1/embeddings,
-/v1/models), the Open Inference Protocol v2 (/v2/models/NAME/infer,
+the OpenAI API (/v1/chat/completions, /v1/completions, /v1/responses,
+/v1/embeddings, /v1/models), the Open Inference Protocol v2 (/v2/models/NAME/infer,
 /v2/health/ready) and /health, and exports vLLM's metrics on /metrics. Every
 response carries X-Sim-Instance: <id>.
 

@@ -1,5 +1,5 @@
 // Package sim is a simulated inference server: it speaks the OpenAI API
-// (chat completions, completions, embeddings, models), the Open Inference
+// (chat completions, completions, responses, embeddings, models), the Open Inference
 // Protocol v2 and vLLM's Prometheus metrics, and answers with deterministic
 // content after latencies that behave like a GPU engine with continuous
 // batching. The gateway's tests, benchmarks, demos and the quickstart run

@@ -56,7 +56,6 @@ type kvBlock struct {
 type kvLease struct {
 	held    []*kvBlock
 	private int
-	small   [8]*kvBlock
 }
 
 func newKVCache(cfg KVCache) *kvCache {
@@ -81,7 +80,7 @@ func newKVCache(cfg KVCache) *kvCache {
 // (like vLLM, the last prompt token is always computed, to get the logits
 // of the first output token), counted in whole blocks.
 func (c *kvCache) admit(l *kvLease, tokens int, blocks []uint64) (cached int) {
-	l.held = l.small[:0]
+	l.held = l.held[:0]
 	l.private = 0
 	if !c.caching {
 		blocks = nil
@@ -132,7 +131,7 @@ func (c *kvCache) admit(l *kvLease, tokens int, blocks []uint64) (cached int) {
 // reserve takes private blocks for tokens tokens, as an input that is not
 // looked up in the prefix cache (an embedding) does.
 func (c *kvCache) reserve(l *kvLease, tokens int) {
-	l.held = l.small[:0]
+	l.held = l.held[:0]
 	l.private = 0
 	c.mu.Lock()
 	for range ceilDiv(tokens, c.blockTokens) {

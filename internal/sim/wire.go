@@ -16,6 +16,9 @@ type endpoint uint8
 const (
 	chatEndpoint endpoint = iota
 	completionEndpoint
+	// responsesEndpoint is /v1/responses, whose text starts like a chat
+	// message's.
+	responsesEndpoint
 )
 
 // generation is a validated text request, ready for the engine.
@@ -52,7 +55,7 @@ func (g *generation) prompt() Prompt {
 // tokens starts with one.
 func (g *generation) token(i int) (bare, quoted string) {
 	k := tokenIndex(g.hash, i)
-	if i == 0 && g.ep == chatEndpoint {
+	if i == 0 && g.ep != completionEndpoint {
 		return wordBare[k], jsonBare[k]
 	}
 	return wordSpaced[k], jsonSpaced[k]
