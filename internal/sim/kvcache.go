@@ -85,6 +85,9 @@ func (c *kvCache) admit(l *kvLease, tokens int, blocks []uint64) (cached int) {
 	if !c.caching {
 		blocks = nil
 	}
+	if cap(l.held) < len(blocks) {
+		l.held = make([]*kvBlock, 0, len(blocks))
+	}
 	maxHit := 0
 	if tokens > 0 {
 		maxHit = min((tokens-1)/c.blockTokens, len(blocks))

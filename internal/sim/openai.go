@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/sluice-ai/sluice/internal/openai"
 )
@@ -147,7 +148,7 @@ func (s *Server) chatGeneration(req *chatRequest) (generation, bool, *openai.Err
 	h.byte('c')
 	h.string(model)
 	h.sep()
-	tk := s.tokenizer()
+	tk := s.tokenizer(&g)
 	for i := range req.Messages {
 		m := &req.Messages[i]
 		h.string(m.Role)
@@ -167,14 +168,34 @@ func (s *Server) chatGeneration(req *chatRequest) (generation, bool, *openai.Err
 	return g, req.Stream, nil
 }
 
-// tokenizer returns a tokenizer that hashes blocks when the prefix cache
-// is on.
-func (s *Server) tokenizer() tokenizer {
+// tokenizer returns a tokenizer for g's prompt that hashes blocks, into a
+// pooled buffer that g.release returns, when the prefix cache is on.
+func (s *Server) tokenizer(g *generation) tokenizer {
 	if s.cfg.DisablePrefixCache {
 		return newTokenizer(0, nil)
 	}
-	return newTokenizer(s.engine.BlockTokens(), nil)
+	g.blockBuf = blockPool.Get().(*[]uint64)
+	return newTokenizer(s.engine.BlockTokens(), *g.blockBuf)
 }
+
+// blockPool holds the block-hash buffers of prompts.
+var blockPool = sync.Pool{New: func() any { return new([]uint64) }}
+
+// release returns g's pooled buffers; g's blocks are invalid after it.
+func (g *generation) release() {
+	if g.blockBuf == nil {
+		return
+	}
+	if cap(g.blocks) <= maxPooledBlocks {
+		*g.blockBuf = g.blocks[:0]
+		blockPool.Put(g.blockBuf)
+	}
+	g.blockBuf, g.blocks = nil, nil
+}
+
+// maxPooledBlocks keeps the block buffers of rare huge prompts out of the
+// pool.
+const maxPooledBlocks = 1 << 14
 
 func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 	var req completionRequest
@@ -222,7 +243,7 @@ func (s *Server) completionGeneration(req *completionRequest) (generation, *open
 		finish:       finishReason(req.MaxTokens),
 		includeUsage: req.Stream && req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
 	}
-	tk := s.tokenizer()
+	tk := s.tokenizer(&g)
 	it.tokenize(&tk)
 	g.setPrompt(&tk)
 	g.hash = finishHash(h, out, req.Seed)
@@ -251,6 +272,7 @@ func finishReason(limits ...*int) string {
 // generate runs g on the engine and answers, streaming or not. buf and p
 // are the pooled buffer to answer from; generate returns it.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, g *generation, stream bool, buf []byte, p *[]byte) {
+	defer g.release()
 	if s.fail() {
 		putBuf(p, buf)
 		errSimulated.Write(w)

@@ -84,6 +84,7 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 		apiErr.Write(w)
 		return
 	}
+	defer g.release()
 	if s.fail() {
 		errSimulated.Write(w)
 		return
@@ -174,7 +175,7 @@ func (s *Server) responsesGeneration(req *responsesRequest) (generation, *openai
 	h.byte('r')
 	h.string(model)
 	h.sep()
-	tk := s.tokenizer()
+	tk := s.tokenizer(&g)
 	if req.Instructions != nil {
 		tk.mark("system")
 		tk.text(*req.Instructions)

@@ -26,8 +26,10 @@ type generation struct {
 	ep           endpoint
 	model        string
 	promptTokens int
-	// blocks are the chained hashes of the prompt's full KV blocks.
+	// blocks are the chained hashes of the prompt's full KV blocks, in
+	// blockBuf (pooled) when it is set.
 	blocks       []uint64
+	blockBuf     *[]uint64
 	outputTokens int
 	// cachedTokens is set once the engine has looked the prompt up.
 	cachedTokens int
