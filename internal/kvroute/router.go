@@ -21,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -384,8 +385,9 @@ func (s *scratch) reset(n int) {
 	s.in, s.out = s.in[:n], s.out[:n]
 }
 
-// Pick returns the candidate with the highest score for req (exact ties
-// broken at random), then records req's blocks on it in the index (and
+// Pick returns the candidate with the highest score for req (near ties
+// broken at random, see TieTolerance; slow replicas left out, see
+// SlowFactor), then records req's blocks on it in the index (and
 // publishes them to peers). cands is never empty and holds only replicas
 // that may take the request now; it is not kept.
 func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
@@ -430,28 +432,7 @@ func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
 	}
 	score(r.cfg.Weights, r.cfg.LoadFactor, blocks, sc.in, sc.out)
 
-	best, ties := -1, 0
-	for j := 0; j < n; j++ {
-		if sc.out[j].Slow {
-			continue
-		}
-		if best < 0 {
-			best, ties = j, 1
-			continue
-		}
-		switch d := sc.out[j].Total - sc.out[best].Total; {
-		case d > 1e-9:
-			best, ties = j, 1
-		case d >= -1e-9:
-			ties++
-			if rand.IntN(ties) == 0 {
-				best = j
-			}
-		}
-	}
-	if best < 0 { // cannot happen: the fastest candidate is never slow
-		best = 0
-	}
+	best := r.choose(sc.out)
 	chosen := sc.reps[best]
 	chosen.picks.Add(1)
 	for j, rep := range sc.reps {
@@ -473,6 +454,36 @@ func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
 	clear(sc.reps) // do not keep replicas alive from the pool
 	r.scratch.Put(sc)
 	return b
+}
+
+// TieTolerance is the share of the weights' sum within which the best
+// scores count as a tie, broken at random. Gateways that read the same
+// scrape would otherwise all send a burst of misses to the same replica
+// until the next scrape; a near-tie means the choice barely matters.
+const TieTolerance = 0.02
+
+// choose returns the index of the best candidate that is not slow: a
+// uniform choice among those within the tie tolerance of the best total.
+func (r *Router) choose(out []Explain) int {
+	top := math.Inf(-1)
+	for j := range out {
+		if !out[j].Slow {
+			top = max(top, out[j].Total)
+		}
+	}
+	w := r.cfg.Weights
+	floor := top - TieTolerance*(w.Prefix+w.Queue+w.KVCache+w.Latency+w.Session) - 1e-9
+	best, ties := 0, 0 // 0 if every candidate were slow, which cannot be
+	for j := range out {
+		if out[j].Slow || out[j].Total < floor {
+			continue
+		}
+		ties++
+		if ties == 1 || rand.IntN(ties) == 0 {
+			best = j
+		}
+	}
+	return best
 }
 
 // account counts the pick's outcome.
