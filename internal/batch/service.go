@@ -281,9 +281,11 @@ func (s *Service) startRunner(ctx context.Context, rec *record) {
 	go func() {
 		defer s.wg.Done()
 		defer s.dropRunner(r)
+		// A runner that stopped on an error leaves the batch claimed by
+		// this Service: the scheduler's next round (a third of a lease
+		// later) takes it up again, without a hot loop on a failing store.
 		if err := r.run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("batch runner stopped", "batch", rec.ID, "err", err)
-			s.kick() // claim it again, once its claim lapses
 		}
 	}()
 }
