@@ -288,4 +288,3 @@ func drain(t *testing.T, url, queue string, n int) []amqp.Delivery {
 	}
 	return out
 }
-
