@@ -92,9 +92,9 @@ func TestReplayMooncakeAgainstSims(t *testing.T) {
 	// fast to keep arrival order within each 3s group of the trace; but a
 	// conversation's later turns (seconds apart in the trace, hundreds of
 	// microseconds here) and the shared first block do hit.
-	if res.CachedTokens == 0 || res.CachedTokenRatio > res.Trace.BlockReuseBound+0.01 {
+	if res.CachedTokens == 0 || res.CachedTokenRatio > res.Trace.TokenReuseBound {
 		t.Errorf("cached %d tokens (%.3f of prompt tokens); want some, and at most the bound %.3f",
-			res.CachedTokens, res.CachedTokenRatio, res.Trace.BlockReuseBound)
+			res.CachedTokens, res.CachedTokenRatio, res.Trace.TokenReuseBound)
 	}
 	if len(res.Replicas) != 2 || res.Replicas["sim-a"]+res.Replicas["sim-b"] != 13 {
 		t.Errorf("replicas %v, want 13 requests over sim-a and sim-b", res.Replicas)
@@ -165,5 +165,41 @@ func TestReplayAzureTimesAndScale(t *testing.T) {
 	}
 	if res.Config.Duration != want+time.Millisecond {
 		t.Errorf("duration %v, want the scaled span %v + 1ms", res.Config.Duration, want)
+	}
+}
+
+// TestSpreadOverGateways replays through a Spread over three servers: each
+// gets every third request.
+func TestSpreadOverGateways(t *testing.T) {
+	var hits [3]atomic.Int64
+	var urls []string
+	for i := range hits {
+		counted := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits[i].Add(1)
+			w.Header().Set(InstanceHeader, "gw"+string(rune('0'+i)))
+			jsonHandler(t, 0, 2)(w, r)
+		}))
+		t.Cleanup(counted.Close)
+		urls = append(urls, counted.URL)
+	}
+	spread, err := NewSpread(urls...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	spread.Transport = tr
+	res, err := Run(t.Context(), Config{URL: urls[0], Model: "m", Rate: 300, Arrivals: ArrivalsConstant,
+		Duration: 100 * time.Millisecond, Transport: spread}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 30 || hits[0].Load() != 10 || hits[1].Load() != 10 || hits[2].Load() != 10 || res.ReplicaLoad() != 1 {
+		t.Errorf("ok %d, hits %d %d %d, replicas %v", res.OK, hits[0].Load(), hits[1].Load(), hits[2].Load(), res.Replicas)
+	}
+	for _, bad := range [][]string{nil, {"127.0.0.1:80"}, {"ftp://x"}} {
+		if _, err := NewSpread(bad...); err == nil {
+			t.Errorf("NewSpread(%v) accepted", bad)
+		}
 	}
 }

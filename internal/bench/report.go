@@ -119,6 +119,9 @@ type TraceInfo struct {
 	// BlockReuseBound is Trace.BlockReuseBound of the selection: the
 	// cached share one infinite prefix cache would reach, in trace blocks.
 	BlockReuseBound float64
+	// TokenReuseBound is Trace.TokenReuseBound: the same in prompt tokens
+	// sent, to compare with CachedTokenRatio.
+	TokenReuseBound float64
 }
 
 // ReplicaLoad returns the busiest replica's share of Replicas over the
@@ -216,7 +219,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if r.CachedTokens > 0 || r.Trace != nil {
 		cache := fmt.Sprintf("%.1f%% of prompt tokens cached (%d of %d)", 100*r.CachedTokenRatio, r.CachedTokens, r.PromptTokens)
 		if r.Trace != nil && r.Trace.Format == TraceMooncake {
-			cache += fmt.Sprintf("; trace bound %.1f%% of blocks", 100*r.Trace.BlockReuseBound)
+			cache += fmt.Sprintf("; trace bound %.1f%% of tokens (%.1f%% of blocks)", 100*r.Trace.TokenReuseBound, 100*r.Trace.BlockReuseBound)
 		}
 		fmt.Fprintf(&b, "%-11s %s\n", "Cache", cache)
 	}
@@ -347,6 +350,7 @@ type jsonTrace struct {
 	Requests        int     `json:"requests"`
 	TokenScale      float64 `json:"token_scale"`
 	BlockReuseBound float64 `json:"block_reuse_bound"`
+	TokenReuseBound float64 `json:"token_reuse_bound"`
 }
 
 // vllmResult holds the fields of vLLM's `vllm bench serve` result JSON
@@ -472,7 +476,7 @@ type jsonHistograms struct {
 //	histograms {latency_us, ttft_us, itl_us, tpot_us} (HdrHistogram V2 compressed, base64),
 //	good, good_ratio, cached_tokens, cached_token_ratio,
 //	replica_requests {"<X-Sim-Instance>": n}, replica_max_over_mean,
-//	trace (null, or {path, format, requests, token_scale, block_reuse_bound}),
+//	trace (null, or {path, format, requests, token_scale, block_reuse_bound, token_reuse_bound}),
 //
 // with config also holding time_scale and goodput_slo_ms {ttft, itl, e2e}
 // (0 = unchecked); and, under the names of vLLM's `vllm bench serve`
@@ -536,7 +540,7 @@ func (r *Result) WriteJSON(w io.Writer) error {
 	}
 	if t := r.Trace; t != nil {
 		j.Trace = &jsonTrace{Path: t.Path, Format: t.Format, Requests: t.Requests,
-			TokenScale: t.TokenScale, BlockReuseBound: t.BlockReuseBound}
+			TokenScale: t.TokenScale, BlockReuseBound: t.BlockReuseBound, TokenReuseBound: t.TokenReuseBound}
 	}
 	var err error
 	for _, h := range []struct {
@@ -616,7 +620,7 @@ func ReadJSON(rd io.Reader) (*Result, error) {
 	}
 	if t := j.Trace; t != nil {
 		r.Trace = &TraceInfo{Path: t.Path, Format: t.Format, Requests: t.Requests,
-			TokenScale: t.TokenScale, BlockReuseBound: t.BlockReuseBound}
+			TokenScale: t.TokenScale, BlockReuseBound: t.BlockReuseBound, TokenReuseBound: t.TokenReuseBound}
 	}
 	var err error
 	if r.LatencyHistogram, err = decodeHistogram(j.Histograms.Latency); err != nil {

@@ -113,6 +113,11 @@ func TestWriteTable(t *testing.T) {
 			r.FailedByStatus, r.FailedByKind = map[int]int64{}, map[string]int64{}
 			r.ITL = Summary{}
 		}},
+		{"table_trace.golden", true, true, func(r *Result) {
+			r.Config.Rate, r.Config.TimeScale = 0, 10
+			r.Trace = &TraceInfo{Path: "mooncake-conversation.jsonl", Format: TraceMooncake, Requests: 205,
+				TokenScale: 0.125, BlockReuseBound: 0.318, TokenReuseBound: 0.3236}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -222,6 +227,11 @@ func TestJSONSchema(t *testing.T) {
 func TestJSONRoundTrip(t *testing.T) {
 	for _, open := range []bool{true, false} {
 		want := sampleResult(open, true)
+		if open {
+			want.Trace = &TraceInfo{Path: "t.jsonl", Format: TraceMooncake, Requests: 205, TokenScale: 0.125,
+				BlockReuseBound: 0.366, TokenReuseBound: 0.37}
+			want.Config.TimeScale = 10
+		}
 		var b bytes.Buffer
 		if err := want.WriteJSON(&b); err != nil {
 			t.Fatal(err)

@@ -245,6 +245,7 @@ func (r *runner) result(stoppedAt time.Time) *Result {
 			Requests:        len(t.Requests),
 			TokenScale:      t.TokenScale,
 			BlockReuseBound: t.BlockReuseBound(),
+			TokenReuseBound: t.TokenReuseBound(),
 		}
 	}
 	res.derive()

@@ -425,6 +425,35 @@ func (t *Trace) AppendPrompt(dst []byte, i int, seed uint64) []byte {
 	return dst
 }
 
+// TokenReuseBound is BlockReuseBound counted in the prompt words bench
+// sends (after TokenScale, with each request's last block cut short): the
+// cached-token ratio one infinite prefix cache keyed on whole trace blocks
+// would report, the figure Result.CachedTokenRatio compares with. A server
+// caching smaller blocks can exceed it slightly, where a partial last
+// block is a prefix of a later request's full one; one that always
+// computes a prompt's last token stays slightly below it.
+func (t *Trace) TokenReuseBound() float64 {
+	seen := make(map[int64]struct{})
+	total, reused := 0, 0
+	bw := t.BlockWords()
+	for i := range t.Requests {
+		n := t.PromptWords(i)
+		for b, id := range t.Requests[i].HashIDs {
+			w := min(bw, n-b*bw)
+			total += w
+			if _, ok := seen[id]; ok {
+				reused += w
+			} else {
+				seen[id] = struct{}{}
+			}
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(reused) / float64(total)
+}
+
 // BlockReuseBound is the share of the kept requests' Mooncake blocks
 // (hash_ids) that an earlier kept request already sent: the prefix-cache
 // hit ratio one infinite cache would reach on this selection, counted in

@@ -246,15 +246,19 @@ func TestTracePrompts(t *testing.T) {
 	if string(tr.AppendPrompt(nil, 3, 1)) != string(tr.AppendPrompt(nil, 3, 99)) {
 		t.Error("a Mooncake prompt depends on the seed")
 	}
-	if got := tr.BlockReuseBound(); got < 0.362 || got > 0.363 {
+	if got := tr.BlockReuseBound(); got != 62.0/171 {
 		t.Errorf("block reuse bound %v, want 62/171", got)
+	}
+	// In words: reused blocks are full (16 words) more often than not.
+	if got := tr.TokenReuseBound(); got != 992.0/2590 {
+		t.Errorf("token reuse bound %v, want 992/2590", got)
 	}
 
 	az, err := LoadTrace("testdata/azure-excerpt.csv", TraceOptions{TokenScale: 0.5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if az.BlockReuseBound() != 0 || az.Requests[0].Session() != "" {
+	if az.BlockReuseBound() != 0 || az.TokenReuseBound() != 0 || az.Requests[0].Session() != "" {
 		t.Error("an Azure trace has no blocks and no sessions")
 	}
 	p0, p1 := string(az.AppendPrompt(nil, 0, 7)), string(az.AppendPrompt(nil, 1, 7))
