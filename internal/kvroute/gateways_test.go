@@ -121,3 +121,52 @@ func TestGatewaysRouteAsOne(t *testing.T) {
 		t.Errorf("max/mean picks %.2f with three gateways, want <= 1.25", shared.maxShare)
 	}
 }
+
+// TestReplicaJoins: a replica that joins a busy pool holds nothing, yet it
+// takes its share at once (misses and bounded spill go to the least
+// loaded), and the pool keeps its hit ratio.
+func TestReplicaJoins(t *testing.T) {
+	r, _ := newTestRouter(t, Config{Pool: "p"})
+	bs := backends(4)
+	rng := rand.New(rand.NewPCG(3, 4))
+	type done struct {
+		at int
+		b  *backend
+	}
+	var running []done
+	prompts := map[[2]int][]uint64{}
+	newcomer := 0
+	const steps, join = 2000, 1000
+	for step := range steps {
+		keep := running[:0]
+		for _, d := range running {
+			if d.at <= step {
+				d.b.in.Add(-1)
+			} else {
+				keep = append(keep, d)
+			}
+		}
+		running = keep
+		key := [2]int{rng.IntN(40), 1 + step/100}
+		p, ok := prompts[key]
+		if !ok {
+			p = prompt(key[0], key[1])
+			prompts[key] = p
+		}
+		live := bs[:3]
+		if step >= join {
+			live = bs
+		}
+		got := r.Pick(cands(live...), Request{Blocks: p}).(*backend)
+		got.in.Add(1)
+		running = append(running, done{at: step + 16 + rng.IntN(32), b: got})
+		if step >= join+200 && got == bs[3] {
+			newcomer++
+		}
+	}
+	share := float64(newcomer) / float64(steps-join-200)
+	t.Logf("the new replica took %.2f of the picks after joining (fair: 0.25)", share)
+	if share < 0.18 {
+		t.Errorf("the new replica took %.2f of the picks", share)
+	}
+}
