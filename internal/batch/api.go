@@ -334,11 +334,16 @@ func (a *api) content(w http.ResponseWriter, r *http.Request, id string) {
 		a.storageError(w, err)
 		return
 	}
-	rc, err := a.s.st.openFile(r.Context(), id)
+	blob, err := a.s.st.openFile(r.Context(), id)
 	if errors.Is(err, errNotFound) {
 		fileNotFound(id).Write(w)
 		return
 	}
+	if err != nil {
+		a.storageError(w, err)
+		return
+	}
+	rc, err := spool(blob)
 	if err != nil {
 		a.storageError(w, err)
 		return
@@ -527,7 +532,11 @@ func checkCreate(req createRequest) *openai.Error {
 // batch's endpoint and the gateway's validation, resolving each line's
 // pool. Errors name the line.
 func (a *api) planLines(r *http.Request, req createRequest) (*plan, int, *openai.Error) {
-	rc, err := a.s.st.openFile(r.Context(), req.InputFileID)
+	blob, err := a.s.st.openFile(r.Context(), req.InputFileID)
+	var rc spooled
+	if err == nil {
+		rc, err = spool(blob)
+	}
 	if err != nil {
 		a.s.log.Warn("batch: read input file", "file", req.InputFileID, "err", err)
 		return nil, 0, openai.Unavailable("storage_unavailable", "the input file cannot be read; try again", time.Second)

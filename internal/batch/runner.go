@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -80,7 +79,7 @@ type runner struct {
 	pending []result           // collected, not yet committed
 	held    map[int]bool       // indexes in pending
 	retry   *request           // a line whose submission failed
-	input   *os.File           // the local copy of the input file
+	input   spooled            // the local copy of the input file
 	eof     bool               // every line was read
 	ticks   int
 }
@@ -146,10 +145,7 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.input = in
-	defer func() {
-		in.Close()
-		os.Remove(in.Name())
-	}()
+	defer in.Close()
 	lines := newLineReader(in, r.s.opt.MaxRequestBody+lineSlack)
 
 	t := r.s.clock.NewTicker(tick)
@@ -211,31 +207,15 @@ func (r *runner) run(ctx context.Context) error {
 }
 
 // spoolInput copies the input file to a local temporary file, which the
-// runner reads at the pace lines are submitted: an object store read is a
-// stream that should not be held open for hours.
-func (r *runner) spoolInput(ctx context.Context) (*os.File, error) {
+// runner reads at the pace lines are submitted.
+func (r *runner) spoolInput(ctx context.Context) (spooled, error) {
 	ctx, cancel := r.opCtx(ctx)
 	defer cancel()
 	rc, err := r.s.st.openFile(ctx, r.rec.InputFileID)
 	if err != nil {
-		return nil, err
+		return spooled{}, err
 	}
-	defer rc.Close()
-	f, err := os.CreateTemp("", "sluice-batch-*")
-	if err != nil {
-		return nil, fmt.Errorf("spool input file: %w", err)
-	}
-	if _, err := io.Copy(f, rc); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, fmt.Errorf("spool input file %s: %w", r.rec.InputFileID, err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err
-	}
-	return f, nil
+	return spool(rc)
 }
 
 func (r *runner) loadPlan(ctx context.Context) error {
@@ -538,7 +518,11 @@ func (r *runner) merge(ctx context.Context) error {
 // when kind is "", else the file lines of that kind ("o" or "e").
 func (r *runner) copySegments(ctx context.Context, w io.Writer, segments []string, kind string) error {
 	for _, name := range segments {
-		rc, err := r.s.st.openBlob(ctx, name)
+		blob, err := r.s.st.openBlob(ctx, name)
+		if err != nil {
+			return err
+		}
+		rc, err := spool(blob)
 		if err != nil {
 			return err
 		}
