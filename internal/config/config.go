@@ -160,6 +160,9 @@ type Pool struct {
 	// Autoscale makes the replica count follow demand (process and
 	// kubernetes pools). Nil (the default) keeps a fixed count.
 	Autoscale *Autoscale `yaml:"autoscale"`
+	// Bridge feeds the pool from a RabbitMQ queue or a Kafka topic. Nil
+	// (the default): none.
+	Bridge *Bridge `yaml:"bridge"`
 }
 
 // KVAware tunes the kv_aware balancer (docs/balancing.md).
@@ -507,8 +510,10 @@ type Cache struct {
 // Jobs configures async jobs.
 type Jobs struct {
 	// Store is "embedded" (default; durable, in DataDir), "redis" (uses
-	// Redis.URL), or a NATS URL such as nats://host:4222 (several may be
-	// joined with commas).
+	// Redis.URL), a NATS URL such as nats://host:4222 (several may be
+	// joined with commas), a RabbitMQ URL amqp://user:password@host:5672/vhost
+	// (amqps:// for TLS), or kafka://host:9092[,host2:9092]; the RabbitMQ
+	// and Kafka stores keep their job records in Redis.URL.
 	Store string `yaml:"store"`
 	// Concurrency is jobs dispatched at once per gateway. Default 64.
 	Concurrency int `yaml:"concurrency"`

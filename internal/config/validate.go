@@ -309,6 +309,9 @@ func (v *validator) pool(at string, p *Pool) {
 		}
 		v.autoscale(at+".autoscale", p.Autoscale)
 	}
+	if p.Bridge != nil {
+		v.bridge(at+".bridge", p.Bridge)
+	}
 
 	if p.MaxConcurrency < 0 {
 		v.addf(at+".max_concurrency", "must not be negative; 0 means no cap")
@@ -729,8 +732,12 @@ func (v *validator) jobs() {
 				v.addf("jobs.store", "%s", msg)
 			}
 		}
+	case strings.HasPrefix(j.Store, "amqp://"), strings.HasPrefix(j.Store, "amqps://"), strings.HasPrefix(j.Store, "kafka://"):
+		if v.c.Redis.URL == "" {
+			v.addDepf([]string{"redis.url"}, "jobs.store", "a RabbitMQ or Kafka job store keeps its job records in Redis: set redis.url")
+		}
 	default:
-		v.addf("jobs.store", "unknown store %q; want embedded, redis, or a NATS URL such as nats://127.0.0.1:4222", j.Store)
+		v.addf("jobs.store", "unknown store %q; want embedded, redis, a NATS URL such as nats://127.0.0.1:4222, amqp://user:password@host:5672/vhost or kafka://host:9092", j.Store)
 	}
 	v.atLeast("jobs.concurrency", j.Concurrency, 1)
 	v.atLeast("jobs.max_attempts", j.MaxAttempts, 1)
