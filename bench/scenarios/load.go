@@ -56,6 +56,12 @@ type plan struct {
 	// Shape picks request i's kind; nil sends non-streamed requests without
 	// a priority.
 	Shape func(i int) shape
+	// Arrivals, when set, are the send times (offsets from the start) in
+	// place of Phases' Poisson arrivals: a recorded trace.
+	Arrivals []time.Duration
+	// Tokens, when set, sizes request i in place of PromptTokens and
+	// MaxTokens.
+	Tokens func(i int) (prompt, output int)
 }
 
 // record is what one request did. Times are offsets from the run's start.
@@ -65,6 +71,11 @@ type record struct {
 	At time.Duration
 	// Latency runs from At to the last byte, or to the failure.
 	Latency time.Duration
+	// TTFT runs from At to a stream's first data event (0 when none came,
+	// and for requests that are not streamed).
+	TTFT time.Duration
+	// Output is the output tokens asked for (max_tokens).
+	Output int
 	// Status is the HTTP status, 0 when none arrived.
 	Status int
 	// Code is the "code" of an OpenAI-style error body.
@@ -102,7 +113,10 @@ func drive(ctx context.Context, p plan) (recs []record, t0 time.Time, err error)
 	if p.Timeout == 0 {
 		p.Timeout = 30 * time.Second
 	}
-	at := arrivals(p.Phases, p.Seed)
+	at := p.Arrivals
+	if at == nil {
+		at = arrivals(p.Phases, p.Seed)
+	}
 	recs = make([]record, len(at))
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -134,6 +148,10 @@ func drive(ctx context.Context, p plan) (recs []record, t0 time.Time, err error)
 		if p.Shape != nil {
 			recs[i].shape = p.Shape(i)
 		}
+		recs[i].Output = p.MaxTokens
+		if p.Tokens != nil {
+			_, recs[i].Output = p.Tokens(i)
+		}
 		wg.Go(func() { c.do(ctx, uint64(i), t0, &recs[i]) })
 	}
 	wg.Wait()
@@ -161,7 +179,7 @@ func (c *loadClient) do(ctx context.Context, i uint64, t0 time.Time, r *record) 
 		}
 		r.Fail = fail
 	}
-	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, c.url, bytes.NewReader(c.body(i, r.Stream)))
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, c.url, bytes.NewReader(c.body(i, r.Stream, r.Output)))
 	if err != nil {
 		finish(failBadBody)
 		return
@@ -201,7 +219,7 @@ func (c *loadClient) do(ctx context.Context, i uint64, t0 time.Time, r *record) 
 		return
 	}
 	if r.Stream {
-		finish(readStream(resp.Body, r))
+		finish(readStream(resp.Body, r, intended))
 		return
 	}
 	b, err := io.ReadAll(resp.Body)
@@ -217,8 +235,9 @@ func (c *loadClient) do(ctx context.Context, i uint64, t0 time.Time, r *record) 
 }
 
 // readStream reads an SSE body to "data: [DONE]" and returns the failure
-// kind, "" for a complete stream.
-func readStream(body io.Reader, r *record) string {
+// kind, "" for a complete stream. The first data event sets r.TTFT, counted
+// from intended.
+func readStream(body io.Reader, r *record, intended time.Time) string {
 	br := bufio.NewReader(body)
 	for {
 		line, err := br.ReadSlice('\n')
@@ -226,6 +245,9 @@ func readStream(body io.Reader, r *record) string {
 			r.GotBytes = true
 		}
 		if data, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data: ")); ok {
+			if r.TTFT == 0 {
+				r.TTFT = time.Since(intended)
+			}
 			if bytes.Equal(data, []byte("[DONE]")) {
 				_, _ = io.Copy(io.Discard, br)
 				return ""
@@ -248,13 +270,18 @@ func readStream(body io.Reader, r *record) string {
 	}
 }
 
-// body is request i's JSON body: a chat completion with a distinct prompt.
-func (c *loadClient) body(i uint64, stream bool) []byte {
-	b := make([]byte, 0, 128+c.p.PromptTokens*8)
+// body is request i's JSON body: a chat completion with a distinct prompt
+// asking for output tokens.
+func (c *loadClient) body(i uint64, stream bool, output int) []byte {
+	prompt := c.p.PromptTokens
+	if c.p.Tokens != nil {
+		prompt, _ = c.p.Tokens(int(i))
+	}
+	b := make([]byte, 0, 128+prompt*8)
 	b = append(b, `{"model":"`+simModel+`","messages":[{"role":"user","content":"`...)
-	b = bench.Prompt(b, c.p.Seed, i, c.p.PromptTokens)
+	b = bench.Prompt(b, c.p.Seed, i, prompt)
 	b = append(b, `"}],"max_tokens":`...)
-	b = strconv.AppendInt(b, int64(c.p.MaxTokens), 10)
+	b = strconv.AppendInt(b, int64(output), 10)
 	if stream {
 		b = append(b, `,"stream":true`...)
 	}

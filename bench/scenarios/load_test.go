@@ -7,6 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,7 +148,42 @@ func TestParseFlags(t *testing.T) {
 	if _, err := parseFlags([]string{"-scenarios", "overload,chaos"}); err == nil || !strings.Contains(err.Error(), "chaos") {
 		t.Fatalf("unknown scenario: err %v", err)
 	}
-	if o, err := parseFlags(nil); err != nil || o.out != "bench/results" || len(o.scenarios) != len(allScenarios) {
+	if o, err := parseFlags(nil); err != nil || o.out != "bench/results" || len(o.scenarios) != len(defaultScenarios) || o.scenarios["trace"] {
 		t.Fatalf("defaults: %+v %v", o, err)
+	}
+}
+
+// TestLoadAzureTrace scales a small trace in the Azure format: time, one
+// request in keep, tokens.
+func TestLoadAzureTrace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.csv")
+	csv := "TIMESTAMP,ContextTokens,GeneratedTokens\n" +
+		"2023-11-16 18:15:46.6805900,374,44\n" +
+		"2023-11-16 18:15:50.9951690,396,109\n" +
+		"2023-11-16 18:16:16.6805900,879,55\n" +
+		"2023-11-16 18:16:17.0000000,91,3\n" +
+		"2023-11-16 18:16:46.6805900,16,7\n"
+	if err := os.WriteFile(path, []byte(csv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reqs, err := loadAzureTrace(path, 30, 2, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []traceRequest{{0, 46, 5}, {time.Second, 109, 6}, {2 * time.Second, 2, 1}}
+	if !slices.Equal(reqs, want) {
+		t.Errorf("scaled trace %+v, want %+v", reqs, want)
+	}
+	if err := os.WriteFile(path, []byte("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadAzureTrace(path, 30, 1, 1); err == nil {
+		t.Error("a bad timestamp loaded")
+	}
+	// Offered concurrency: two requests of 20ms + 1.25 × 3 × 20ms = 95ms
+	// of service in a 1s window.
+	c := traceConcurrency([]traceRequest{{0, 0, 3}, {500 * time.Millisecond, 0, 3}}, time.Second, time.Second)
+	if len(c) != 1 || c[0].V < 0.189 || c[0].V > 0.191 {
+		t.Errorf("concurrency %+v, want 0.19", c)
 	}
 }

@@ -17,6 +17,10 @@
 //   - autoscale: a bursty trace against sluice's autoscaler, a fixed pool
 //     sized for the peak and one sized for the mean.
 //
+// A fifth, trace, is run only when asked for (-scenarios trace, about 8
+// minutes) and writes trace.{md,json} and its chart: one hour of a
+// production LLM service replayed against the same three kinds of pools.
+//
 // Every child runs in a process group of its own and dies with the suite:
 // the suite stops them all when it ends or is interrupted, and the kernel
 // kills them (Pdeathsig) should the suite itself be killed.
@@ -59,8 +63,12 @@ const simBatch = 4
 // 64-word prompts and 16 output tokens a request alone takes about 100ms.
 var simFlags = []string{"--ttft", "20ms", "--itl", "5ms", "--max-running", strconv.Itoa(simBatch)}
 
-// allScenarios are the scenario names -scenarios accepts, in run order.
-var allScenarios = []string{"overload", "kill", "priorities", "autoscale"}
+// allScenarios are the scenario names -scenarios accepts, in run order;
+// defaultScenarios those run without -scenarios.
+var (
+	allScenarios     = []string{"overload", "kill", "priorities", "autoscale", "trace"}
+	defaultScenarios = allScenarios[:4]
+)
 
 // options are the suite's settings, from the command line.
 type options struct {
@@ -75,6 +83,10 @@ type options struct {
 	// autoscaleMax is the autoscaler's max replicas; 0 means the size of
 	// the pool sized for the peak.
 	autoscaleMax int
+	// trace is the Azure LLM trace file of the trace scenario.
+	trace string
+	// bin is a sluice binary to run instead of building ./cmd/sluice.
+	bin string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -94,7 +106,9 @@ Flags:
 	var only string
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations and a compressed trace; results go to bench/.quick")
 	fs.StringVar(&o.out, "out", "", "results directory (default bench/results, or bench/.quick with -quick)")
-	fs.StringVar(&only, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
+	fs.StringVar(&only, "scenarios", strings.Join(defaultScenarios, ","), "comma-separated scenarios to run ("+strings.Join(allScenarios, ", ")+")")
+	fs.StringVar(&o.trace, "trace", "", "trace scenario: the Azure LLM trace CSV (default ../shared/traces/azure-llm-2023-conv.csv from the repository root)")
+	fs.StringVar(&o.bin, "bin", "", "run this sluice binary instead of building ./cmd/sluice")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the arrival schedules and prompts")
 	fs.BoolVar(&o.keep, "keep-scratch", false, "keep the scratch directory (configs, server logs)")
 	fs.Float64Var(&o.waitLoad, "wait-load", 0, "before starting, wait while the 1-minute load average is above this (0: do not wait)")
@@ -158,9 +172,16 @@ func run(ctx context.Context, args []string) error {
 	// A binary of the suite's own: the comparison suite builds
 	// bench/.bin/sluice and may be running it while this one builds.
 	bin := filepath.Join(root, "bench", ".bin", "scenarios", "sluice")
-	logf("building %s", bin)
-	if out, err := procs.Run(ctx, root, "go", "build", "-o", bin, "./cmd/sluice"); err != nil {
-		return fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, out)
+	if o.bin != "" {
+		bin = o.bin
+	} else {
+		logf("building %s", bin)
+		if out, err := procs.Run(ctx, root, "go", "build", "-o", bin, "./cmd/sluice"); err != nil {
+			return fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, out)
+		}
+	}
+	if o.trace == "" {
+		o.trace = filepath.Join(root, "..", "shared", "traces", "azure-llm-2023-conv.csv")
 	}
 	if o.waitLoad > 0 {
 		hostinfo.WaitForLoad(ctx, o.waitLoad, o.waitMax, logf)
@@ -211,6 +232,8 @@ func run(ctx context.Context, args []string) error {
 			rep.Priorities, err = runPriorities(ctx, e, o)
 		case "autoscale":
 			rep.Autoscale, err = runAutoscale(ctx, e, o)
+		case "trace":
+			rep.Trace, err = runTrace(ctx, e, o)
 		}
 		// Whatever a scenario left running goes before the next starts.
 		ps.StopAll()

@@ -37,6 +37,7 @@ type report struct {
 	Kill       *killResult       `json:"kill,omitempty"`
 	Priorities *priorityResult   `json:"priorities,omitempty"`
 	Autoscale  *autoscaleResult  `json:"autoscale,omitempty"`
+	Trace      *traceResult      `json:"trace,omitempty"`
 	Errors     map[string]string `json:"errors,omitempty"`
 }
 
@@ -60,6 +61,18 @@ func writeReport(r *report, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("results directory: %w", err)
 	}
+	_, traceFailed := r.Errors["trace"]
+	if r.Trace != nil || traceFailed {
+		if err := writeTraceReport(r, dir); err != nil {
+			return err
+		}
+	}
+	if r.Overload == nil && r.Kill == nil && r.Priorities == nil && r.Autoscale == nil && len(r.Errors) == btoi(traceFailed) {
+		return nil // only the trace ran: scenarios.md keeps its results
+	}
+	sr := *r
+	sr.Trace = nil
+	r = &sr
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode results: %w", err)
@@ -451,4 +464,11 @@ func oneLine(s string) string {
 		s = s[:400] + "…"
 	}
 	return s
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
