@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	neturl "net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/sluice-ai/sluice/internal/jobs"
 )
 
 // Embedded is a NATS server with JetStream running inside this process,
@@ -86,14 +89,16 @@ func (e *Embedded) Shutdown() {
 func OpenEmbedded(ctx context.Context, dir string, opts Options) (*Store, error) {
 	e, err := StartEmbedded(ctx, dir, opts.Logger)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", jobs.ErrStoreUnavailable, err)
 	}
 	nc, err := e.Connect()
 	if err != nil {
 		e.Shutdown()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", jobs.ErrStoreUnavailable, err)
 	}
-	s, err := Open(ctx, nc, opts)
+	s, err := open(ctx, nc, opts, func(stream, consumer string) error {
+		return e.removeConsumer(dir, stream, consumer)
+	})
 	if err != nil {
 		nc.Close()
 		e.Shutdown()
@@ -103,6 +108,24 @@ func OpenEmbedded(ctx context.Context, dir string, opts Options) (*Store, error)
 	return s, nil
 }
 
+// removeConsumer deletes the directory of a consumer that the embedded
+// server could not load (the server then knows nothing of it, so its API
+// cannot delete it, and creating it again would read the same damaged
+// files). This is only possible because this process owns the server and
+// its directory.
+func (e *Embedded) removeConsumer(dir, stream, consumer string) error {
+	if !validName.MatchString(stream) || !validName.MatchString(consumer) {
+		return fmt.Errorf("remove consumer %s/%s: invalid name", stream, consumer)
+	}
+	// The embedded server has no accounts configured: every stream is in
+	// the global account.
+	path := filepath.Join(dir, "jetstream", server.DEFAULT_GLOBAL_ACCOUNT, "streams", stream, "obs", consumer)
+	if err := os.RemoveAll(path); err != nil {
+		return fmt.Errorf("remove damaged consumer %s/%s: %w", stream, consumer, err)
+	}
+	return nil
+}
+
 // Dial connects to a NATS server or cluster at url (nats://host:4222;
 // user:password@ or a token in the URL authenticate) and opens a store on
 // it; closing the store closes the connection. The connection reconnects
@@ -110,7 +133,7 @@ func OpenEmbedded(ctx context.Context, dir string, opts Options) (*Store, error)
 func Dial(ctx context.Context, url string, opts Options) (*Store, error) {
 	nc, err := nats.Connect(url, nats.Name("sluice-jobs"), nats.MaxReconnects(-1))
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", redact(url), err)
+		return nil, fmt.Errorf("%w: connect %s: %w", jobs.ErrStoreUnavailable, redact(url), err)
 	}
 	s, err := Open(ctx, nc, opts)
 	if err != nil {

@@ -120,17 +120,50 @@ type Store struct {
 
 	onClose   []func()
 	closeOnce sync.Once
+	// stopBG stops the background reconciliation; bg waits for it.
+	stopBG context.CancelFunc
+	bg     sync.WaitGroup
 }
 
 var _ jobs.Store = (*Store)(nil)
 
 // Open creates (or updates) the streams, consumers and buckets on nc and
 // returns a store using them. Closing the store does not close nc.
+//
+// A consumer whose stored state the server cannot load is deleted and
+// created again (see openConsumer). Once open, the store reconciles its
+// records with its queue in the background (see Reconcile). An error
+// that leaves the store unusable (a stream, bucket or consumer that cannot
+// be created, the server unreachable) wraps jobs.ErrStoreUnavailable.
 func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
+	return open(ctx, nc, opts, nil)
+}
+
+// removeConsumerFunc deletes what is left of a consumer that the server
+// could not load, so that it can be created again.
+type removeConsumerFunc func(stream, consumer string) error
+
+func open(ctx context.Context, nc *nats.Conn, opts Options, removeConsumer removeConsumerFunc) (*Store, error) {
 	opts.Name = cmp.Or(opts.Name, DefaultName)
 	if !validName.MatchString(opts.Name) {
 		return nil, fmt.Errorf("nats job store name %q: want [a-zA-Z0-9_-]+", opts.Name)
 	}
+	s, err := setUp(ctx, nc, opts, removeConsumer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", jobs.ErrStoreUnavailable, err)
+	}
+	bgCtx, stop := context.WithCancel(context.Background())
+	s.stopBG = stop
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.reconcileInBackground(bgCtx)
+	}()
+	return s, nil
+}
+
+// setUp creates or updates everything the store uses.
+func setUp(ctx context.Context, nc *nats.Conn, opts Options, removeConsumer removeConsumerFunc) (*Store, error) {
 	if opts.Lease <= 0 {
 		opts.Lease = DefaultLease
 	}
@@ -171,8 +204,11 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 	if s.done, err = stream(n+"_done", n+".done.>", n+".gc"); err != nil {
 		return nil, err
 	}
+	consumer := func(stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+		return s.openConsumer(ctx, stream, cfg, removeConsumer)
+	}
 	for i, p := range jobs.Priorities {
-		c, err := js.CreateOrUpdateConsumer(ctx, n+"_queue", jetstream.ConsumerConfig{
+		c, err := consumer(n+"_queue", jetstream.ConsumerConfig{
 			Durable:       "dispatch_" + string(p),
 			FilterSubject: s.queueSubject(p, "*"),
 			AckPolicy:     jetstream.AckExplicitPolicy,
@@ -185,7 +221,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 		}
 		s.dispatch[i] = c
 	}
-	s.janitor, err = js.CreateOrUpdateConsumer(ctx, n+"_done", jetstream.ConsumerConfig{
+	s.janitor, err = consumer(n+"_done", jetstream.ConsumerConfig{
 		Durable:       "janitor",
 		FilterSubject: n + ".done.>",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -196,7 +232,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create janitor consumer: %w", err)
 	}
-	s.gc, err = js.CreateOrUpdateConsumer(ctx, n+"_done", jetstream.ConsumerConfig{
+	s.gc, err = consumer(n+"_done", jetstream.ConsumerConfig{
 		Durable:       "gc",
 		FilterSubject: n + ".gc",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -232,6 +268,10 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 // server, when the store made them). It is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		if s.stopBG != nil {
+			s.stopBG()
+			s.bg.Wait()
+		}
 		// Send buffered acks before the connection goes.
 		_ = s.nc.FlushTimeout(time.Second)
 		for _, f := range s.onClose {
