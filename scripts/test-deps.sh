@@ -6,6 +6,9 @@ set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The RabbitMQ job store and bridge tests start a private broker from the
+# Debian package's script (it runs as the calling user).
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 command -v memcached >/dev/null 2>&1 || need+=(memcached)
 # The Batch API test runs the official openai npm package.
 command -v node >/dev/null 2>&1 || need+=(nodejs)
