@@ -157,7 +157,8 @@ type Request struct {
 // and takes no lock shared by all picks; Run drives the scraper and the
 // index sync, Close stops them.
 type Router struct {
-	cfg   Config
+	cfg   Config // as built; Weights and LoadFactor are in tune
+	tune  atomic.Pointer[tuning]
 	clk   clockwork.Clock
 	log   *slog.Logger
 	hc    *http.Client
@@ -178,6 +179,12 @@ type Router struct {
 	closed  bool
 	quit    chan struct{}
 	running sync.WaitGroup
+}
+
+// tuning is what Reconfigure changes without rebuilding the router.
+type tuning struct {
+	weights    Weights
+	loadFactor float64
 }
 
 // replica is the Router's state for one replica key.
@@ -244,6 +251,7 @@ func New(cfg Config, opts Options) *Router {
 	}
 	empty := map[string]*replica{}
 	r.reps.Store(&empty)
+	r.tune.Store(&tuning{weights: cfg.Weights, loadFactor: cfg.LoadFactor})
 	r.scratch.New = func() any { return new(scratch) }
 	if opts.Redis != nil {
 		r.sync = newSyncer(r, opts.Redis)
@@ -252,7 +260,28 @@ func New(cfg Config, opts Options) *Router {
 }
 
 // Config is the router's configuration with defaults filled in.
-func (r *Router) Config() Config { return r.cfg }
+func (r *Router) Config() Config {
+	c := r.cfg
+	t := r.tune.Load()
+	c.Weights, c.LoadFactor = t.weights, t.loadFactor
+	return c
+}
+
+// Reconfigure applies cfg to a running router when it differs from the
+// current configuration only in Weights and LoadFactor, which take effect
+// for the next pick; it reports false, changing nothing, when cfg needs a
+// new router (another index size or TTL, scrape settings, prompt limit or
+// pool name). A config reload can thus keep the index through a re-tuning.
+func (r *Router) Reconfigure(cfg Config) bool {
+	cfg.fill()
+	cur := r.cfg
+	cur.Weights, cur.LoadFactor = cfg.Weights, cfg.LoadFactor
+	if cur != cfg {
+		return false
+	}
+	r.tune.Store(&tuning{weights: cfg.Weights, loadFactor: cfg.LoadFactor})
+	return true
+}
 
 // HashPrompt is HashPrompt with the router's MaxBlocks.
 func (r *Router) HashPrompt(body []byte, dst []uint64) []uint64 {
@@ -397,7 +426,8 @@ func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
 	now := r.clk.Now()
 	stale := r.cfg.Scrape.Interval * time.Duration(r.cfg.Scrape.StaleAfter)
 	var hs uint64
-	useSession := req.Session != "" && r.cfg.Weights.Session > 0
+	tune := r.tune.Load()
+	useSession := req.Session != "" && tune.weights.Session > 0
 	if useSession {
 		hs = xxhash.Sum64String(req.Session)
 	}
@@ -430,9 +460,9 @@ func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
 			sc.in[j].matched = sc.matched[j]
 		}
 	}
-	score(r.cfg.Weights, r.cfg.LoadFactor, blocks, sc.in, sc.out)
+	score(tune.weights, tune.loadFactor, blocks, sc.in, sc.out)
 
-	best := r.choose(sc.out)
+	best := choose(sc.out, tune.weights)
 	chosen := sc.reps[best]
 	chosen.picks.Add(1)
 	for j, rep := range sc.reps {
@@ -464,14 +494,13 @@ const TieTolerance = 0.02
 
 // choose returns the index of the best candidate that is not slow: a
 // uniform choice among those within the tie tolerance of the best total.
-func (r *Router) choose(out []Explain) int {
+func choose(out []Explain, w Weights) int {
 	top := math.Inf(-1)
 	for j := range out {
 		if !out[j].Slow {
 			top = max(top, out[j].Total)
 		}
 	}
-	w := r.cfg.Weights
 	floor := top - TieTolerance*(w.Prefix+w.Queue+w.KVCache+w.Latency+w.Session) - 1e-9
 	best, ties := 0, 0 // 0 if every candidate were slow, which cannot be
 	for j := range out {
@@ -577,7 +606,7 @@ func (r *Router) Status() Status {
 	stale := r.cfg.Scrape.Interval * time.Duration(r.cfg.Scrape.StaleAfter)
 	st := Status{
 		Pool:    r.cfg.Pool,
-		Weights: r.cfg.Weights,
+		Weights: r.tune.Load().weights,
 		Index:   IndexStatus{Entries: r.index.Len(), Capacity: r.index.Cap(), TTLSeconds: float64(r.index.ttl)},
 	}
 	for _, rep := range *r.reps.Load() {

@@ -475,3 +475,35 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("status after concurrent use: %+v", st)
 	}
 }
+
+func TestReconfigure(t *testing.T) {
+	r, _ := newTestRouter(t, Config{Pool: "p"})
+	a, b := &backend{key: "a"}, &backend{key: "b"}
+	p := prompt(1, 2)
+	r.Pick(cands(a), Request{Blocks: p})
+	b.set(0)
+	a.set(3) // over the bound ceil(1.25 × 4 / 2) = 3 (3 + 1 > 3)
+	if got := r.Pick(cands(a, b), Request{Blocks: p}); got != b {
+		t.Fatalf("picked %s over its bound", got.Key())
+	}
+	cfg := r.Config()
+	cfg.LoadFactor = 4
+	cfg.Weights.Prefix = 5
+	if !r.Reconfigure(cfg) {
+		t.Fatal("re-tuning weights and load factor needed a new router")
+	}
+	r.Forget("b") // b held p since the last pick; make it a stranger again
+	if got := r.Pick(cands(a, b), Request{Blocks: p}); got != a {
+		t.Errorf("after raising the load factor, picked %s", got.Key())
+	}
+	if w := r.Status().Weights; w.Prefix != 5 {
+		t.Errorf("status weights %+v", w)
+	}
+	cfg.IndexEntries = 1 << 20
+	if r.Reconfigure(cfg) {
+		t.Error("a new index size was applied in place")
+	}
+	if r.Config().IndexEntries == 1<<20 {
+		t.Error("a refused Reconfigure changed the config")
+	}
+}

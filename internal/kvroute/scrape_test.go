@@ -74,7 +74,7 @@ func TestScrapeBadReplicas(t *testing.T) {
 	logs := &logCount{}
 	m := NewMetrics(nil)
 	clk := clockwork.NewFakeClock()
-	r := New(Config{Pool: "p", Scrape: ScrapeConfig{Interval: time.Second, Timeout: 200 * time.Millisecond, MaxBytes: 64 << 10}},
+	r := New(Config{Pool: "p", Scrape: ScrapeConfig{Interval: 2 * time.Second, Timeout: time.Second, MaxBytes: 64 << 10}},
 		Options{Clock: clk, Metrics: m, Logger: slog.New(logs)})
 	t.Cleanup(r.Close)
 	r.Pick(cands(all...), Request{})
