@@ -5,13 +5,14 @@
 // A Router scores each candidate replica as a weighted sum of scorers
 // (Weights): prefix affinity from an approximate index of the prompt blocks
 // the gateway sent to each replica (Index, fed by the Router's own picks
-// and, with Redis, by its peers' — see Config and Sync), the engine's
+// and, with Options.Redis, by its peers' over SyncChannel), the engine's
 // queue and KV-cache usage scraped from each replica's /metrics (ParseLoad
 // reads vLLM, SGLang and TGI names), a first-token latency estimate the
 // proxy feeds (ObserveTTFT), and optional session affinity. A replica over
 // its load bound loses its prefix affinity, so a hot prefix spreads instead
 // of melting one replica; when no replica holds the prefix, the load
-// scorers alone decide. docs/balancing.md explains the design.
+// scorers alone decide; a replica several times slower than the fastest is
+// not picked (SlowFactor). docs/balancing.md explains the design.
 //
 // Request bodies are hashed with HashPrompt; picks allocate nothing once
 // the replicas are known.
