@@ -95,10 +95,10 @@ func (g *callbackGuard) addOwn(ctx context.Context, listen string) error {
 	case perr == nil:
 		addrs = append(addrs, a)
 	default:
-		found, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		if err != nil {
-			return fmt.Errorf("own address %q: %w", listen, err)
-		}
+		// A listen name that does not resolve now cannot be reached by a
+		// callback either; loopback and private addresses stay refused
+		// anyway.
+		found, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		addrs = append(addrs, found...)
 	}
 	for _, a := range addrs {

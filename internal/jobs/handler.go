@@ -154,6 +154,12 @@ func storeUnavailable() *openai.Error {
 	return openai.Unavailable("job_store_unavailable", "the job store is unavailable; try again", time.Second)
 }
 
+// storeDown is the answer of a gateway whose job store could not be opened
+// at all: retrying soon does not help.
+func storeDown() *openai.Error {
+	return openai.Unavailable("job_store_unavailable", "the job store could not be opened; jobs are unavailable on this gateway (live requests are served)", 0)
+}
+
 // writeError answers err: an *openai.Error as it is, ErrNotFound as 404,
 // anything else (the store failing) as 503.
 func (s *Service) writeError(w http.ResponseWriter, err error) {

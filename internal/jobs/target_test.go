@@ -170,3 +170,19 @@ func FuzzCheckTarget(f *testing.F) {
 		}
 	})
 }
+
+func TestUnavailableHandler(t *testing.T) {
+	srv := httptest.NewServer(UnavailableHandler())
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/jobs", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var oe struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&oe); err != nil || resp.StatusCode != http.StatusServiceUnavailable || oe.Error.Code != "job_store_unavailable" {
+		t.Fatalf("%d %+v %v, want 503 job_store_unavailable", resp.StatusCode, oe, err)
+	}
+}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"errors"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -22,5 +23,15 @@ func NewStoreUpGauge() prometheus.Gauge {
 	return prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "sluice_jobs_store_up",
 		Help: "1 if the job store is open, 0 if it could not be opened or repaired (the jobs API answers 503).",
+	})
+}
+
+// UnavailableHandler answers every request with 503 job_store_unavailable
+// in the OpenAI error shape: the jobs API of a gateway whose store could
+// not be opened (ErrStoreUnavailable). The data plane's own
+// Prefer: respond-async should answer the same.
+func UnavailableHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		storeDown().Write(w)
 	})
 }
