@@ -3,6 +3,7 @@ package batch
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/sluice-ai/sluice/internal/redistest"
@@ -393,4 +395,90 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatalf("checkFile of an accepted line: %d, %v", n, err)
 		}
 	})
+}
+
+// TestSegmentsMerge commits one line per tick, so that the batch's
+// committed segments pass maxSegments and are merged, and checks that the
+// record never lists many more, that the output still holds every line
+// once, and that no segment blob is left behind.
+func TestSegmentsMerge(t *testing.T) {
+	clock := clockwork.NewFakeClockAt(time.Now())
+	g := startGateway(t, newSimBackend(t, 0), gatewayOpts{window: 1, clock: clock})
+	const n = maxSegments + 20
+	b := g.mustCreate("t", g.mustUpload("t", inputFile(n, "m", sim)).ID)
+	most := 0
+	done := g.await("t", b.ID, func() {
+		if rec, err := g.batch.st.batch(t.Context(), "t", b.ID); err == nil {
+			most = max(most, len(rec.Segments))
+		}
+		clock.Advance(time.Second)
+	})
+	if done.Status != StatusCompleted || done.RequestCounts.Completed != n {
+		t.Fatalf("batch ended %s %+v", done.Status, done.RequestCounts)
+	}
+	if most > maxSegments+1 || most < maxSegments/2 {
+		t.Fatalf("the record listed up to %d segments; want them merged past %d", most, maxSegments)
+	}
+	checkExactlyOnce(t, n, parseFile(t, g.content("t", done.OutputFileID)), nil)
+	// The batch is recorded final before its blobs are deleted.
+	js := g.batch.st.(*jsStorage)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		infos, err := js.objs.List(t.Context())
+		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+			t.Fatal(err)
+		}
+		var left []string
+		for _, info := range infos {
+			if strings.HasPrefix(info.Name, b.ID+"/") {
+				left = append(left, info.Name)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blobs left behind: %v", left)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTakeover runs a batch on one Service, stops that Service mid-way
+// (its claim is no longer renewed), and checks that a second Service on the
+// same store takes the batch over once the lease passes and completes it,
+// each line once.
+func TestTakeover(t *testing.T) {
+	backend := newSimBackend(t, 5*time.Millisecond)
+	g := startGateway(t, backend, gatewayOpts{window: 4, lease: time.Second})
+	const n = 80
+	b := g.mustCreate("t", g.mustUpload("t", inputFile(n, "o", sim)).ID)
+	deadline := time.Now().Add(waitLimit)
+	for g.getBatch("t", b.ID).RequestCounts.Completed < 8 {
+		if time.Now().After(deadline) {
+			t.Fatal("the batch made no progress")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	g.batch.Close()
+	stopped := g.getBatch("t", b.ID)
+	if stopped.Status.Final() {
+		t.Fatalf("the batch finished before the takeover: %+v", stopped)
+	}
+	second, err := New(t.Context(), Options{Jobs: g.jobs, Store: g.store, Window: 4, Lease: time.Second, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	g.batch = second
+	done := g.await("t", b.ID, nil)
+	if done.Status != StatusCompleted || done.RequestCounts.Completed != n {
+		t.Fatalf("after the takeover: %s %+v", done.Status, done.RequestCounts)
+	}
+	checkExactlyOnce(t, n, parseFile(t, g.content("t", done.OutputFileID)), nil)
+	for i := range n {
+		if c := backend.callsFor(fmt.Sprintf("o-%d", i)); c != 1 {
+			t.Fatalf("line %d reached the backend %d times", i, c)
+		}
+	}
 }

@@ -233,59 +233,71 @@ func (c *Cache) Close() {
 	})
 }
 
-// Serve answers r from the cache or through next, which forwards the
-// request upstream and writes the response to the ResponseWriter it is
-// given. ttl is how long a response is kept (the pool's cache.ttl); Serve
-// passes the request straight to next when ttl <= 0 or the method is not
-// POST (KeyFor does not include the method).
+// Fetch forwards a request upstream and writes the response to w. It
+// reports whether the response it wrote is complete; one cut short after
+// it began (a broken upstream body) is neither stored nor shared.
+type Fetch func(w http.ResponseWriter) (complete bool)
+
+// Outcome is how Serve answered a request.
+type Outcome uint8
+
+const (
+	// Fetched means Serve called fetch (a miss, or a bypass).
+	Fetched Outcome = iota
+	// Hit means the answer came from the cache: no model ran.
+	Hit
+	// Gone means the client left while waiting for an identical request's
+	// upstream call; nothing was written.
+	Gone
+)
+
+// Serve answers r from the cache or through fetch. ttl is how long a
+// response is kept (the pool's cache.ttl); Serve calls fetch straight away
+// when ttl <= 0 or the method is not POST (KeyFor does not include the
+// method).
 //
 // What happens:
 //
-//   - Request "Cache-Control: no-store": straight to next, nothing stored
+//   - Request "Cache-Control: no-store": straight to fetch, nothing stored
 //     (X-Sluice-Cache: bypass).
-//   - "Cache-Control: no-cache": no lookup; next's response is stored
+//   - "Cache-Control: no-cache": no lookup; fetch's response is stored
 //     (bypass). It may share an upstream call already under way, whose
 //     response is as fresh as it asks for.
-//   - A fresh entry: replayed without calling next (hit).
-//   - Otherwise the first request for the key calls next (miss) while its
+//   - A fresh entry: replayed without calling fetch (hit).
+//   - Otherwise the first request for the key calls fetch (miss) while its
 //     response is written to its client and recorded at once; identical
 //     requests arriving meanwhile wait for it and are answered from the
 //     recording (hit). If the response cannot be stored (not a 200,
 //     incomplete, too large, upstream "Cache-Control: no-store" or
-//     "private", Set-Cookie, Vary or Content-Encoding), they call next
+//     "private", Set-Cookie, Vary or Content-Encoding), they call fetch
 //     themselves (miss): they never receive a failure that was the first
 //     request's.
 //
-// next must report a response it could not complete, after it has started
-// writing it, by panicking with http.ErrAbortHandler (as
-// httputil.ReverseProxy does); Serve then stores nothing, releases waiting
-// requests and re-panics. A response whose client went away is not stored
-// either.
-func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, key Key, ttl time.Duration, next http.Handler) {
+// A response whose client went away is not stored either.
+func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, key Key, ttl time.Duration, fetch Fetch) Outcome {
 	if ttl <= 0 || r.Method != http.MethodPost {
-		next.ServeHTTP(w, r)
-		return
+		fetch(w)
+		return Fetched
 	}
 	noCache, noStore := requestDirectives(r.Header)
 	if noStore {
 		c.m.requests(key.pool).bypass.Inc()
 		w.Header()[headerXSluiceCache] = valueBypass
-		next.ServeHTTP(w, r)
-		return
+		fetch(w)
+		return Fetched
 	}
 	if !noCache {
 		if e, ok := c.memGet(key); ok {
 			c.m.requests(key.pool).hit.Inc()
 			e.replay(w, valueHit)
-			return
+			return Hit
 		}
 	}
 	f := &flight{done: make(chan struct{})}
 	if v, loaded := c.flights.LoadOrStore(key.sum, f); loaded {
-		c.follow(w, r, key, ttl, next, v.(*flight), noCache)
-		return
+		return c.follow(w, r, key, ttl, fetch, v.(*flight), noCache)
 	}
-	c.lead(w, r, key, ttl, next, f, noCache)
+	return c.lead(w, r, key, ttl, fetch, f, noCache)
 }
 
 // flight is one upstream call that identical requests wait for.
@@ -301,7 +313,7 @@ type flight struct {
 // lead makes the one upstream call for key and shares its response. A
 // no-cache request leads too (the response it fetches is as fresh as it
 // asked for, and others may share it), but skips the Redis lookup.
-func (c *Cache) lead(w http.ResponseWriter, r *http.Request, key Key, ttl time.Duration, next http.Handler, f *flight, noCache bool) {
+func (c *Cache) lead(w http.ResponseWriter, r *http.Request, key Key, ttl time.Duration, fetch Fetch, f *flight, noCache bool) Outcome {
 	// Release the followers however this ends, a panic included. The
 	// entry is in memory before the flight disappears, so a request that
 	// arrives in between finds one or the other.
@@ -315,7 +327,7 @@ func (c *Cache) lead(w http.ResponseWriter, r *http.Request, key Key, ttl time.D
 			f.entry = e
 			c.m.requests(key.pool).hit.Inc()
 			e.replay(w, valueHit)
-			return
+			return Hit
 		}
 	}
 	result := valueMiss
@@ -325,17 +337,18 @@ func (c *Cache) lead(w http.ResponseWriter, r *http.Request, key Key, ttl time.D
 	} else {
 		c.m.requests(key.pool).miss.Inc()
 	}
-	f.entry = c.fetch(w, r, key, ttl, next, result)
+	f.entry = c.fetch(w, r, key, ttl, fetch, result)
 	f.fresh = true
+	return Fetched
 }
 
 // follow waits for another request's upstream call.
-func (c *Cache) follow(w http.ResponseWriter, r *http.Request, key Key, ttl time.Duration, next http.Handler, f *flight, noCache bool) {
+func (c *Cache) follow(w http.ResponseWriter, r *http.Request, key Key, ttl time.Duration, fetch Fetch, f *flight, noCache bool) Outcome {
 	f.waiters.Add(1)
 	select {
 	case <-f.done:
 	case <-r.Context().Done():
-		return // the client is gone; there is no one to answer
+		return Gone // the client is gone; there is no one to answer
 	}
 	pc := c.m.requests(key.pool)
 	if f.entry != nil && (f.fresh || !noCache) {
@@ -347,7 +360,7 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, key Key, ttl time
 			pc.hit.Inc()
 		}
 		f.entry.replay(w, result)
-		return
+		return Hit
 	}
 	result := valueMiss
 	if noCache {
@@ -356,16 +369,17 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, key Key, ttl time
 	} else {
 		pc.miss.Inc()
 	}
-	c.fetch(w, r, key, ttl, next, result)
+	c.fetch(w, r, key, ttl, fetch, result)
+	return Fetched
 }
 
-// fetch calls next, writing its response through to w while recording it,
-// and stores the response if it may be. It returns the stored entry, or nil.
-func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, key Key, ttl time.Duration, next http.Handler, result []string) *entry {
+// fetch calls fetch, writing its response through to w while recording
+// it, and stores the response if it may be. It returns the stored entry, or
+// nil.
+func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, key Key, ttl time.Duration, fetch Fetch, result []string) *entry {
 	w.Header()[headerXSluiceCache] = result
 	rec := newRecorder(w, c.maxEntry)
-	next.ServeHTTP(rec, r)
-	if r.Context().Err() != nil {
+	if !fetch(rec) || r.Context().Err() != nil {
 		return nil
 	}
 	e := rec.entry(ttl, c.clock.Now())

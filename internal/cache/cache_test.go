@@ -91,7 +91,11 @@ func newGateway(t *testing.T, c *Cache, upstream *backend, ttl time.Duration) *g
 			return
 		}
 		w.Header().Set("X-Request-Id", "req-"+r.Header.Get("X-Test-Seq"))
-		c.Serve(w, r, key, ttl, proxy)
+		var aborted bool
+		c.Serve(w, r, key, ttl, fetchOf(proxy, r, &aborted))
+		if aborted {
+			panic(http.ErrAbortHandler) // as the gateway aborts a broken response
+		}
 	}))
 	g.Server.Config.ErrorLog = discardStdLogger()
 	t.Cleanup(g.Close)
@@ -241,8 +245,29 @@ func direct(c *Cache, body string, next http.HandlerFunc, header ...string) *htt
 		panic(err)
 	}
 	w := httptest.NewRecorder()
-	c.Serve(w, r, key, time.Minute, next)
+	c.Serve(w, r, key, time.Minute, fetchOf(next, r, nil))
 	return w
+}
+
+// fetchOf adapts a handler that aborts a broken response by panicking with
+// http.ErrAbortHandler (as httputil.ReverseProxy does) to a Fetch; aborted,
+// when not nil, records that it did.
+func fetchOf(h http.Handler, r *http.Request, aborted *bool) Fetch {
+	return func(w http.ResponseWriter) (complete bool) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					panic(v)
+				}
+				complete = false
+				if aborted != nil {
+					*aborted = true
+				}
+			}
+		}()
+		h.ServeHTTP(w, r)
+		return true
+	}
 }
 
 func TestMemoryBound(t *testing.T) {
@@ -478,14 +503,14 @@ func TestBypassedRequests(t *testing.T) {
 	for range 2 {
 		r := httptest.NewRequest(http.MethodGet, "/v1/models", nil)
 		w := httptest.NewRecorder()
-		c.Serve(w, r, key, time.Minute, next)
+		c.Serve(w, r, key, time.Minute, fetchOf(next, r, nil))
 		if w.Header().Get("X-Sluice-Cache") != "" {
 			t.Fatalf("GET got X-Sluice-Cache %q", w.Header().Get("X-Sluice-Cache"))
 		}
 	}
 	for range 2 {
 		r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(chatBody))
-		c.Serve(httptest.NewRecorder(), r, key, 0, next)
+		c.Serve(httptest.NewRecorder(), r, key, 0, fetchOf(next, r, nil))
 	}
 	if calls.Load() != 4 {
 		t.Fatalf("%d calls, want 4: GETs and ttl 0 are not cached", calls.Load())
@@ -566,7 +591,8 @@ func TestStreamRecordedAndReplayed(t *testing.T) {
 	direct(c, body, streamer)
 	w := &flushLog{header: http.Header{}}
 	key, _ := KeyFor("chat", "/v1/chat/completions", []byte(body), "")
-	c.Serve(w, httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body)), key, time.Minute, http.HandlerFunc(streamer))
+	sr := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+	c.Serve(w, sr, key, time.Minute, fetchOf(http.HandlerFunc(streamer), sr, nil))
 	if w.header.Get("X-Sluice-Cache") != "hit" {
 		t.Fatalf("direct replay: %s", w.header.Get("X-Sluice-Cache"))
 	}
@@ -776,7 +802,7 @@ func BenchmarkHit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		clear(w.h)
-		c.Serve(w, r, key, time.Minute, next)
+		c.Serve(w, r, key, time.Minute, fetchOf(next, r, nil))
 	}
 	if w.n == 0 {
 		b.Fatal("nothing written")

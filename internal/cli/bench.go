@@ -59,7 +59,9 @@ not answer; --repeat-prompt sends one prompt throughout. Streams ask for
 usage (stream_options.include_usage) and output tokens come from it, or else
 from the number of content chunks. A stream must end with "data: [DONE]".
 
-  --trace FILE     replay a production trace: each request is sent at its
+Or replay a production trace instead of --rate or --concurrency:
+
+  --trace FILE     each request is sent at its
                    time in the trace divided by --time-scale, as an open loop,
                    with the trace's prompt and output lengths (times
                    --token-scale). Both formats of the public traces are read

@@ -81,6 +81,10 @@ type TLS struct {
 type Admin struct {
 	// Listen is the admin address. Default "127.0.0.1:8081"; "" disables it.
 	Listen string `yaml:"listen"`
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every admin request but /healthz and /readyz. Use ${VAR}. Default ""
+	// (no token: bind the admin listener where only operators reach it).
+	Token string `yaml:"token"`
 }
 
 // Log configures logging.
@@ -100,6 +104,23 @@ type Limits struct {
 	// DrainTimeout bounds graceful shutdown: in-flight requests and streams
 	// get this long to finish after SIGTERM. Default 30s.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// BodyReadTimeout bounds reading a request body the gateway buffers
+	// (to route it by model, retry it, cache it): a client that sends it
+	// slower is answered 408. Default 30s.
+	BodyReadTimeout Duration `yaml:"body_read_timeout"`
+	// MaxBufferedBody bounds the request bytes the gateway holds in memory
+	// at once, across every request; beyond it new requests are answered
+	// 503 until bodies drain. Default 512MiB.
+	MaxBufferedBody Size `yaml:"max_buffered_body"`
+	// MaxHeaderBytes bounds a request's header block; larger ones are
+	// answered 431. Default 60KiB (as Envoy).
+	MaxHeaderBytes Size `yaml:"max_header_bytes"`
+	// MaxHeaders bounds the number of request header fields; more are
+	// answered 431. Default 100 (as Envoy).
+	MaxHeaders int `yaml:"max_headers"`
+	// HTTP2MaxStreams bounds concurrent streams per HTTP/2 connection.
+	// Default 100.
+	HTTP2MaxStreams int `yaml:"http2_max_streams"`
 }
 
 // Redis is optional shared state.
@@ -132,6 +153,12 @@ type Pool struct {
 	// Backends are static replicas. Exactly one of Backends, Process and
 	// Kubernetes is set.
 	Backends []Backend `yaml:"backends"`
+	// UpstreamHeaders are set on every request to the pool's backends, e.g.
+	// {Authorization: "Bearer ${VLLM_KEY}"} for a vLLM started with
+	// --api-key. The client's own credentials never reach a backend; these
+	// are what does. Values expand ${VAR} and are never logged or shown.
+	// Default none.
+	UpstreamHeaders map[string]string `yaml:"upstream_headers"`
 	// Process runs local replicas under sluice's supervision. Default nil.
 	Process *Process `yaml:"process"`
 	// Kubernetes discovers and scales replicas in a cluster. Default nil.
@@ -206,6 +233,11 @@ type Backend struct {
 	URL string `yaml:"url"`
 	// Weight is used by weighted_round_robin. Default 1.
 	Weight int `yaml:"weight"`
+	// Headers are set on every request to this backend, over the pool's
+	// upstream_headers of the same name (credentials of a key-protected
+	// model server). Values expand ${VAR} and are never logged or shown.
+	// Default none.
+	Headers map[string]string `yaml:"headers"`
 }
 
 // Queue bounds the per-pool wait queue.
@@ -275,8 +307,13 @@ type Timeouts struct {
 type PoolCache struct {
 	// TTL > 0 enables caching. Default 0 (off).
 	TTL Duration `yaml:"ttl"`
-	// PerTenant adds the tenant to the cache key. Default false.
+	// PerTenant is kept for old configs: entries are per tenant unless
+	// Shared is set. Default false.
 	PerTenant bool `yaml:"per_tenant"`
+	// Shared lets tenants share entries: one tenant's answer serves
+	// another's identical request, and X-Sluice-Cache: hit tells a tenant
+	// that someone sent that prompt before. Default false (per tenant).
+	Shared bool `yaml:"shared"`
 }
 
 // Process runs local replicas.

@@ -22,6 +22,11 @@ func Default() *Config {
 			MaxRequestBody:    32 << 20,
 			ReadHeaderTimeout: Duration(10 * time.Second),
 			DrainTimeout:      Duration(30 * time.Second),
+			BodyReadTimeout:   Duration(30 * time.Second),
+			MaxBufferedBody:   512 << 20,
+			MaxHeaderBytes:    60 << 10,
+			MaxHeaders:        100,
+			HTTP2MaxStreams:   100,
 		},
 		Cache: Cache{Memory: 256 << 20},
 		Jobs: Jobs{

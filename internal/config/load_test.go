@@ -155,11 +155,14 @@ func TestFullConfig(t *testing.T) {
 	want := &Config{
 		Listen:  "127.0.0.1:9080",
 		TLS:     &TLS{CertFile: "certs/gateway.pem", KeyFile: "certs/gateway-key.pem"},
-		Admin:   Admin{Listen: "127.0.0.1:9081"},
+		Admin:   Admin{Listen: "127.0.0.1:9081", Token: "admin-s3cret"},
 		DataDir: "/var/lib/sluice",
 		Log:     Log{Level: "debug", Format: "json"},
-		Limits:  Limits{MaxRequestBody: 8 << 20, ReadHeaderTimeout: d("5s"), DrainTimeout: d("45s")},
-		Redis:   Redis{URL: "redis://:s3cret@redis.internal:6379/2"},
+		Limits: Limits{
+			MaxRequestBody: 8 << 20, ReadHeaderTimeout: d("5s"), DrainTimeout: d("45s"),
+			BodyReadTimeout: d("20s"), MaxBufferedBody: 64 << 20, MaxHeaderBytes: 32 << 10, MaxHeaders: 64, HTTP2MaxStreams: 50,
+		},
+		Redis: Redis{URL: "redis://:s3cret@redis.internal:6379/2"},
 		Pools: []Pool{
 			{
 				Name:     "chat",
@@ -168,13 +171,14 @@ func TestFullConfig(t *testing.T) {
 				HashOn:   "header:X-Session-ID",
 				KVAware:  DefaultPool().KVAware,
 				Backends: []Backend{
-					{URL: "http://127.0.0.1:9001", Weight: 3},
+					{URL: "http://127.0.0.1:9001", Weight: 3, Headers: map[string]string{"Authorization": "Bearer backend-key"}},
 					{URL: "h2c://127.0.0.1:9002", Weight: 1},
 				},
-				MaxConcurrency: 16,
-				SlowStart:      Duration(20 * time.Second),
-				Queue:          Queue{Size: 256, Timeout: d("10s")},
-				HealthCheck:    HealthCheck{Path: "/ready", Interval: d("3s"), Timeout: d("1s"), HealthyThreshold: 1, UnhealthyThreshold: 4},
+				UpstreamHeaders: map[string]string{"Authorization": "Bearer pool-key", "X-Org": "sluice"},
+				MaxConcurrency:  16,
+				SlowStart:       Duration(20 * time.Second),
+				Queue:           Queue{Size: 256, Timeout: d("10s")},
+				HealthCheck:     HealthCheck{Path: "/ready", Interval: d("3s"), Timeout: d("1s"), HealthyThreshold: 1, UnhealthyThreshold: 4},
 				OutlierDetection: OutlierDetection{
 					ConsecutiveFailures: 7, ErrorRate: 0.5, Window: d("20s"), MinRequests: 40,
 					EjectionTime: d("15s"), MaxEjectedPercent: 34,

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -150,6 +151,15 @@ func (v *validator) run() {
 		v.addf("limits.max_request_body", "must be more than 0, e.g. 32MiB")
 	}
 	v.positive("limits.read_header_timeout", c.Limits.ReadHeaderTimeout)
+	v.positive("limits.body_read_timeout", c.Limits.BodyReadTimeout)
+	if c.Limits.MaxBufferedBody < c.Limits.MaxRequestBody {
+		v.addDepf([]string{"limits.max_request_body"}, "limits.max_buffered_body", "must be at least limits.max_request_body (%d bytes), or no request could be buffered", int64(c.Limits.MaxRequestBody))
+	}
+	if c.Limits.MaxHeaderBytes < 4<<10 {
+		v.addf("limits.max_header_bytes", "must be at least 4KiB")
+	}
+	v.atLeast("limits.max_headers", c.Limits.MaxHeaders, 10)
+	v.atLeast("limits.http2_max_streams", c.Limits.HTTP2MaxStreams, 1)
 	v.nonNegative("limits.drain_timeout", c.Limits.DrainTimeout)
 	if c.Redis.URL != "" {
 		if msg := checkRedisURL(c.Redis.URL); msg != "" {
@@ -293,6 +303,11 @@ func (v *validator) pool(at string, p *Pool) {
 		if b.Weight < 1 {
 			v.addf(bp+".weight", "weight %d must be at least 1", b.Weight)
 		}
+		v.headers(bp+".headers", b.Headers)
+	}
+	v.headers(at+".upstream_headers", p.UpstreamHeaders)
+	if p.Cache.Shared && p.Cache.PerTenant {
+		v.addf(at+".cache.shared", "set shared or per_tenant, not both: shared entries are not per tenant")
 	}
 	if p.Process != nil {
 		v.process(at+".process", p.Process, p.Autoscale != nil)
@@ -805,6 +820,39 @@ func (v *validator) oneOf(path, what, value string, valid []string) {
 	if !slices.Contains(valid, value) {
 		v.addf(path, "unknown %s %q; want one of: %s", what, value, strings.Join(valid, ", "))
 	}
+}
+
+// headers checks headers sent upstream. A value may be a secret, so no
+// message quotes one.
+func (v *validator) headers(path string, h map[string]string) {
+	for name, value := range h {
+		if !validHeaderName(name) {
+			v.addf(path, "%q is not a valid header name", name)
+			continue
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			v.addf(path+"."+name, "the value contains a line break or NUL; it cannot be sent as a header")
+		}
+		switch http.CanonicalHeaderKey(name) {
+		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Te", "Upgrade", "Trailer", "Keep-Alive", "Proxy-Connection":
+			v.addf(path, "%s is set by the gateway for each request and cannot be configured", name)
+		}
+	}
+}
+
+// validHeaderName reports whether s is an RFC 9110 field name (a token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 func (v *validator) positive(path string, d Duration) {

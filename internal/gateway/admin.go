@@ -94,7 +94,7 @@ func (s *Server) PoolStatuses() []PoolStatus {
 	out := make([]PoolStatus, 0, len(t.order))
 	for i, p := range t.order {
 		pc := &t.cfg.Pools[i]
-		ps := PoolStatus{Name: p.Name(), Models: pc.Models, Balancer: p.BalancerName(), InFlight: p.Active.Load(), QueueDepth: p.QueueDepth(), Backends: []BackendStatus{}}
+		ps := PoolStatus{Name: p.Name(), Models: pc.Models, Balancer: p.BalancerName(), InFlight: p.InFlight(), QueueDepth: p.QueueDepth(), Backends: []BackendStatus{}}
 		for _, b := range p.Backends() {
 			ps.Backends = append(ps.Backends, BackendStatus{
 				URL: b.Key(), State: b.State().String(), InFlight: b.InFlight(),

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"time"
 	"strings"
 
 	"github.com/sluice-ai/sluice/internal/auth"
@@ -14,6 +16,7 @@ import (
 	"github.com/sluice-ai/sluice/internal/jobs"
 	"github.com/sluice-ai/sluice/internal/jobs/jobstore"
 	"github.com/sluice-ai/sluice/internal/openai"
+	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
 // tenantKey carries the authenticated tenant to the jobs API handler.
@@ -35,7 +38,8 @@ func (s *Server) openJobs(ctx context.Context, cfg *config.Config) error {
 	}
 	svc, err := jobs.New(ctx, jobs.Options{
 		Store:          store,
-		Exec:           s,
+		Exec:           http.HandlerFunc(s.runJob),
+		Admit:          s.admitJob,
 		Concurrency:    cfg.Jobs.Concurrency,
 		MaxAttempts:    cfg.Jobs.MaxAttempts,
 		Retention:      cfg.Jobs.Retention.D(),
@@ -94,26 +98,142 @@ func (s *Server) serveJobsAPI(w http.ResponseWriter, r *http.Request, tenant *au
 // validateJob routes a job's request as the data plane would, so a job for
 // an unknown model, with bad JSON or too large a body, or for a model the
 // tenant may not use, is refused when it is submitted.
-func (s *Server) validateJob(r *http.Request, method, path string, body []byte) (string, *openai.Error) {
-	if isJobsPath(path) {
+func (s *Server) validateJob(r *http.Request, method, target string, body []byte) (string, *openai.Error) {
+	if isJobsPath(target) {
 		return "", openai.BadRequest("a job cannot call the jobs API")
 	}
-	probe := httptest.NewRequestWithContext(r.Context(), method, path, bytes.NewReader(body))
-	probe.Host = r.Host
-	var c call
-	if t, ok := r.Context().Value(tenantKey{}).(*auth.Tenant); ok {
-		c.tenant = t
-	}
-	if e := s.route(discard{}, probe, s.table.Load(), &c); e != nil {
+	jr, e := jobRequest(r.Context(), method, target, r.Host, body)
+	if e != nil {
 		return "", e
 	}
-	if c.pr == nil {
-		return "", openai.BadRequest(method + " " + path + " is answered by the gateway itself; it cannot be a job")
+	x := &exchange{body: body}
+	if t, ok := r.Context().Value(tenantKey{}).(*auth.Tenant); ok {
+		x.tenant = t
 	}
-	if c.tenant != nil && c.model != "" && !c.tenant.MayUse(c.model) {
-		return "", openai.Forbidden("tenant " + c.tenant.Name + " may not use model \"" + c.model + "\"")
+	if int64(len(body)) > int64(s.Config().Limits.MaxRequestBody) {
+		return "", tooLarge(int64(s.Config().Limits.MaxRequestBody))
 	}
-	return c.pr.Pool.Name(), nil
+	if e := s.routeJob(jr, x); e != nil {
+		return "", e
+	}
+	return x.pool.Name(), nil
+}
+
+// jobRequest builds the request a job replays, refusing a method or path
+// that no HTTP request could carry.
+func jobRequest(ctx context.Context, method, target, host string, body []byte) (*http.Request, *openai.Error) {
+	if !validMethod(method) {
+		return nil, openai.BadRequest("job method " + strconv.Quote(method) + " is not an HTTP method")
+	}
+	if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \t\r\n\x00") {
+		return nil, openai.BadRequest("job path " + strconv.Quote(target) + " must be a path like /v1/chat/completions, without spaces or control characters")
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, openai.BadRequest("job path " + strconv.Quote(target) + " is not a valid request path")
+	}
+	r := (&http.Request{Method: method, URL: u, RequestURI: target, Host: host, Header: make(http.Header), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}).WithContext(ctx)
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	return r, nil
+}
+
+// validMethod reports whether m is an RFC 9110 method token.
+func validMethod(m string) bool {
+	if m == "" || len(m) > 32 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// routeJob routes a job's request r, whose body x holds, as admit routes a
+// live one, and checks the tenant may use the pool.
+func (s *Server) routeJob(r *http.Request, x *exchange) *openai.Error {
+	if !cleanPath(r.URL.Path) {
+		return openai.BadRequest("the job path has empty, \".\" or \"..\" segments; send it in normal form")
+	}
+	t := s.table.Load()
+	needBody, e := s.route(discard{}, r, t, x)
+	if e != nil {
+		return e
+	}
+	if x.answered {
+		return openai.BadRequest(r.Method + " " + r.URL.Path + " is answered by the gateway itself; it cannot be a job")
+	}
+	if needBody {
+		return s.routeByBody(t, x)
+	}
+	return mayUse(x.tenant, x.pool, x.model)
+}
+
+// admitJob is asked by the dispatcher before each attempt of a job: the
+// job's tenant must have room under its concurrency and rate limits now,
+// as a live request of its would; if not, the job waits.
+func (s *Server) admitJob(ctx context.Context, job *jobs.Job) (release func(tokens int64), retryAfter time.Duration, ok bool) {
+	limits, found := tenantLimits(s.Config(), job.Tenant)
+	if !found {
+		return nil, 0, true
+	}
+	tenant := &auth.Tenant{Name: job.Tenant, Limits: limits}
+	slot := s.slots.take(tenant)
+	if slot == nil {
+		return nil, time.Second, false
+	}
+	info, _ := openai.PeekRequest(job.Request.Body)
+	ticket, e := s.limiter.Admit(ctx, tenant.Name, limits, info.TokenReservation(defaultMaxTokens))
+	if e != nil {
+		slot.release()
+		return nil, e.RetryAfter, false
+	}
+	return func(tokens int64) {
+		ticket.Done(tokens)
+		slot.release()
+	}, 0, true
+}
+
+// tenantLimits finds the limits of the tenant named name in cfg.
+func tenantLimits(cfg *config.Config, name string) (config.TenantLimits, bool) {
+	if cfg.Auth == nil || name == "" {
+		return config.TenantLimits{}, false
+	}
+	for _, k := range cfg.Auth.Keys {
+		if k.Name == name {
+			return k.Limits, true
+		}
+	}
+	if cfg.Auth.JWT != nil && strings.HasPrefix(name, auth.JWTTenantPrefix) {
+		return cfg.Auth.JWT.Limits, true
+	}
+	return config.TenantLimits{}, false
+}
+
+// runJob runs one attempt of a job (the dispatcher's executor): routed as
+// at submission, admitted by admitJob, then forwarded and settled like a
+// live request.
+func (s *Server) runJob(w http.ResponseWriter, r *http.Request) {
+	job, _ := jobs.FromContext(r.Context())
+	x := &exchange{start: s.opts.Clock.Now(), reqID: requestID(r.Header.Get("X-Request-Id"))}
+	defer s.settle(r, x)
+	body, _ := io.ReadAll(r.Body)
+	x.body = body
+	if e := s.routeJob(r, x); e != nil {
+		s.refuse(w, x, e)
+		return
+	}
+	if job != nil {
+		x.priority = upstream.ParsePriority(string(job.Priority))
+		if job.Tenant != "" {
+			x.tenant = &auth.Tenant{Name: job.Tenant}
+		}
+	}
+	x.hashKey = hashKey(s.table.Load(), x.pool, r, x.body)
+	s.forward(w, r, s.table.Load(), x)
 }
 
 // statusRecorder remembers the status a handler wrote, for the access log.
@@ -152,12 +272,12 @@ func prefersAsync(h http.Header) bool {
 }
 
 // submitJob turns a routed, admitted request into a job and answers 202.
-func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, c *call) {
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, x *exchange) {
 	if s.jobs == nil {
 		openai.Unavailable("jobs_unavailable", "the job system is not running", 0).Write(w)
 		return
 	}
-	body := c.pr.Body
+	body := x.body
 	if body == nil && r.Body != nil {
 		var err error
 		if body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.Config().Limits.MaxRequestBody))); err != nil {
@@ -166,8 +286,8 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, c *call) {
 		}
 	}
 	s.jobs.Accept(w, r, jobs.SubmitRequest{
-		Tenant:         c.tenantName(),
-		Pool:           c.pr.Pool.Name(),
+		Tenant:         x.tenantName(),
+		Pool:           x.pool.Name(),
 		Method:         r.Method,
 		Path:           r.URL.RequestURI(),
 		Host:           r.Host,

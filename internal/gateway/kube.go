@@ -115,7 +115,7 @@ func (s *Server) startKubeLocked(ctx context.Context, name string) {
 				return
 			}
 			ctl, err := autoscale.NewController(name, *as, ks.work, autoscale.ControllerOptions{
-				Demand:      func() float64 { return float64(pool.Active.Load() + s.pendingJobs(name)) },
+				Demand:      func() float64 { return float64(pool.InFlight() + s.pendingJobs(name)) },
 				Ready:       pool.Ready,
 				StartupTime: ks.disc.StartupTime,
 				Logger:      s.logger.With("pool", name),
@@ -182,7 +182,7 @@ func (s *Server) serveKEDA(ctx context.Context, ln net.Listener) error {
 			if p == nil {
 				return 0, false
 			}
-			return float64(p.Active.Load() + s.pendingJobs(pool)), true
+			return float64(p.InFlight() + s.pendingJobs(pool)), true
 		},
 		TargetConcurrency: func(pool string) float64 {
 			if pc := s.Config().PoolByName(pool); pc != nil && pc.Autoscale != nil {

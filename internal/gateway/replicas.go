@@ -61,7 +61,7 @@ func (s *Server) newController(pc *config.Pool, pool *upstream.Pool, set *replic
 	name := pc.Name
 	return autoscale.NewController(name, *pc.Autoscale, set, autoscale.ControllerOptions{
 		// Active counts requests in flight and waiting in the queue.
-		Demand:      func() float64 { return float64(pool.Active.Load() + s.pendingJobs(name)) },
+		Demand:      func() float64 { return float64(pool.InFlight() + s.pendingJobs(name)) },
 		Ready:       pool.Ready,
 		StartupTime: set.StartupTime,
 		Logger:      s.logger.With("pool", name),

@@ -66,6 +66,9 @@ type Server struct {
 	kubes   map[string]*kubeSet    // kubernetes pools' discovery and scaling
 	removed sync.WaitGroup         // supervisors of removed pools, draining
 
+	slots  tenantSlots // tenants' requests in flight here, before their bodies are read
+	bodies bodyBudget  // request body bytes held in memory
+
 	redis   *redis.Client      // nil without redis.url
 	limiter *ratelimit.Limiter // per-tenant limits (global with Redis)
 	cache   *cache.Cache       // response cache for pools with cache.ttl
@@ -103,7 +106,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		opts:      opts,
 		reg:       reg,
 		metrics:   metrics.NewGateway(reg),
-		proxy:     proxy.New(opts.Logger),
+		proxy:     proxy.New(opts.Logger, opts.Clock),
 		started:   time.Now(),
 		pools:     make(map[string]*upstream.Pool),
 		sets:      make(map[string]*replicaSet),
@@ -123,6 +126,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		s.logger.Warn("tracing.otlp_endpoint is set, but this version of sluice does not export traces yet; it is ignored")
 	}
 	s.unrouted = metrics.NewCodeCounters(s.metrics.Requests, "")
+	s.bodies.gauge = s.metrics.BufferedBody
 	reg.MustRegister(poolCollector{s})
 	if err := s.apply(cfg); err != nil {
 		return nil, err
@@ -289,6 +293,8 @@ func (s *Server) Run(ctx context.Context) error {
 	data := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout.D(),
+		MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: cfg.Limits.HTTP2MaxStreams},
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),

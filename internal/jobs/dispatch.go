@@ -170,7 +170,19 @@ func (s *Service) handle(ctx, runCtx context.Context, d *Delivery) {
 			msg := fmt.Sprintf("attempt %d of %d was interrupted", job.Attempts, s.opt.MaxAttempts)
 			err = s.finish(ctx, d, job, StatusFailed, msg, job.Result, "")
 		default:
-			err = s.attempt(ctx, runCtx, d, job)
+			if s.opt.Admit == nil {
+				err = s.attempt(ctx, runCtx, d, job, nil)
+				break
+			}
+			release, wait, ok := s.opt.Admit(runCtx, job)
+			if !ok {
+				// Over the tenant's limits: the job waits its turn like a
+				// live request would, without spending an attempt.
+				s.metrics.admissionDeferred.Inc()
+				s.requeue(ctx, d, max(wait, 100*time.Millisecond))
+				return
+			}
+			err = s.attempt(ctx, runCtx, d, job, release)
 		}
 		if err == nil {
 			return
@@ -196,7 +208,11 @@ func (s *Service) handle(ctx, runCtx context.Context, d *Delivery) {
 // attempt claims job for a new attempt (a compare-and-set to running with
 // a fresh run ID), runs it and records the outcome. It returns an error only
 // if the claim failed.
-func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job) error {
+func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job, release func(tokens int64)) error {
+	tokens := int64(-1)
+	if release != nil {
+		defer func() { release(tokens) }()
+	}
 	runID := rand.Text()
 	first := job.Attempts == 0
 	// Registered before the claim, so a cancel announced right after the
@@ -232,6 +248,9 @@ func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job) er
 		s.queueWait.add(wait)
 	}
 	out := s.run(attemptCtx, job)
+	if out.result != nil {
+		tokens = out.result.tokens()
+	}
 	s.settle(ctx, d, job, out)
 	return nil
 }

@@ -10,14 +10,17 @@ import (
 
 // metrics are the job system's Prometheus collectors.
 type metrics struct {
-	jobs       *prometheus.GaugeVec
-	pending    *prometheus.GaugeVec
-	inFlight   prometheus.Gauge
-	queueWait  prometheus.Histogram
-	runTime    prometheus.Histogram
-	attempts   *prometheus.CounterVec
-	webhooks   *prometheus.CounterVec
-	collectors []prometheus.Collector
+	jobs      *prometheus.GaugeVec
+	pending   *prometheus.GaugeVec
+	inFlight  prometheus.Gauge
+	queueWait prometheus.Histogram
+	runTime   prometheus.Histogram
+	attempts  *prometheus.CounterVec
+	webhooks  *prometheus.CounterVec
+	// admissionDeferred counts attempts put off because the job's tenant
+	// was at its limits.
+	admissionDeferred prometheus.Counter
+	collectors        []prometheus.Collector
 }
 
 // Attempt outcomes, the values of sluice_job_attempts_total{result}.
@@ -62,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_webhook_deliveries_total",
 			Help: "Job callback deliveries by outcome: delivered, retried, failed (given up).",
 		}, []string{"result"}),
+		admissionDeferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_job_admission_deferred_total",
+			Help: "Job attempts put off (requeued without spending an attempt) because the tenant was at its concurrency or rate limits.",
+		}),
 	}
 	for _, r := range []string{attemptSucceeded, attemptFailed, attemptRetried, attemptCanceled, attemptInterrupted} {
 		m.attempts.WithLabelValues(r)
@@ -72,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, st := range Statuses {
 		m.jobs.WithLabelValues(string(st))
 	}
-	m.collectors = []prometheus.Collector{m.jobs, m.pending, m.inFlight, m.queueWait, m.runTime, m.attempts, m.webhooks}
+	m.collectors = []prometheus.Collector{m.jobs, m.pending, m.inFlight, m.queueWait, m.runTime, m.attempts, m.webhooks, m.admissionDeferred}
 	if reg == nil {
 		return m, nil
 	}

@@ -11,7 +11,7 @@
 // proxy feeds (ObserveTTFT), and optional session affinity. A replica over
 // its load bound loses its prefix affinity, so a hot prefix spreads instead
 // of melting one replica; when no replica holds the prefix, the load
-// scorers alone decide; a replica several times slower than the fastest is
+// scorers alone decide; a replica several times slower than the others is
 // not picked (SlowFactor). docs/balancing.md explains the design.
 //
 // Request bodies are hashed with HashPrompt; picks allocate nothing once
@@ -401,6 +401,7 @@ type scratch struct {
 	matched []int
 	in      []inputs
 	out     []Explain
+	ttft    []float64
 }
 
 func (s *scratch) reset(n int) {
@@ -410,9 +411,10 @@ func (s *scratch) reset(n int) {
 		s.matched = make([]int, n)
 		s.in = make([]inputs, n)
 		s.out = make([]Explain, n)
+		s.ttft = make([]float64, n)
 	}
 	s.reps, s.ids, s.matched = s.reps[:n], s.ids[:n], s.matched[:n]
-	s.in, s.out = s.in[:n], s.out[:n]
+	s.in, s.out, s.ttft = s.in[:n], s.out[:n], s.ttft[:n]
 }
 
 // Pick returns the candidate with the highest score for req (near ties
@@ -461,7 +463,7 @@ func (r *Router) Pick(cands []balancer.Backend, req Request) balancer.Backend {
 			sc.in[j].matched = sc.matched[j]
 		}
 	}
-	score(tune.weights, tune.loadFactor, blocks, sc.in, sc.out)
+	score(tune.weights, tune.loadFactor, blocks, sc.in, sc.out, sc.ttft)
 
 	best := choose(sc.out, tune.weights)
 	chosen := sc.reps[best]
@@ -503,7 +505,7 @@ func choose(out []Explain, w Weights) int {
 		}
 	}
 	floor := top - TieTolerance*(w.Prefix+w.Queue+w.KVCache+w.Latency+w.Session) - 1e-9
-	best, ties := 0, 0 // 0 if every candidate were slow, which cannot be
+	best, ties := 0, 0 // 0 if every candidate were slow, which cannot be: the median's is not
 	for j := range out {
 		if out[j].Slow || out[j].Total < floor {
 			continue

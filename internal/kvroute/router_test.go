@@ -120,6 +120,9 @@ func TestPickCases(t *testing.T) {
 		// p2c_ewma's known limit: latency × (in flight + 1) equalises, so
 		// an 8× slow replica wins once the fast ones have 7 in flight.
 		{"a slow replica is not picked while fast ones are busy", [3]int64{8, 8, 0}, [3]float64{1e6, 1e6, 8e6}, false, []string{"a", "b"}},
+		// A replica whose requests hit its cache looks fast; the others
+		// are not slow for it.
+		{"one fast-looking replica does not exclude the others", [3]int64{5, 0, 0}, [3]float64{0.3e6, 1e6, 1.2e6}, false, []string{"b", "c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _ := newTestRouter(t, Config{Pool: "p"})

@@ -1,6 +1,9 @@
 package kvroute
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // Weights are the scorers' weights in a kv_aware pick: each candidate's
 // score is the weighted sum of its scorers, each in [0, 1] with 1 best. A
@@ -38,9 +41,12 @@ var DefaultWeights = Weights{Prefix: 2, Queue: 1, KVCache: 0.5, Latency: 1}
 const DefaultLoadFactor = 1.25
 
 // SlowFactor marks slow replicas: a candidate whose first-token latency
-// estimate is more than SlowFactor times the fastest candidate's is not
-// picked at all (some candidate always is within it: the fastest), however
-// much of the prompt it holds. A cached prefix saves prefill, a fraction of
+// estimate is more than SlowFactor times the median of the candidates'
+// estimates is not picked at all, however much of the prompt it holds. The
+// median, not the fastest: a replica whose recent requests hit its cache
+// looks fast, and must not make every other replica look slow; and at most
+// half of the candidates can be over a multiple of the median, so the
+// rule never concentrates traffic on a few. A cached prefix saves prefill, a fraction of
 // first-token time; it cannot make up for a replica several times slower
 // (a degraded GPU, a noisy neighbour), and every request sent there lands
 // in the tail of the latency distribution — scoring it down only reduces
@@ -68,8 +74,8 @@ type Explain struct {
 	Matched int `json:"matched"`
 	// Capped is set when the replica was over its load bound, so its
 	// prefix affinity counted for nothing. Slow is set when its first-token
-	// latency estimate was over SlowFactor times the fastest candidate's:
-	// it was not picked.
+	// latency estimate was over SlowFactor times the candidates' median: it
+	// was not picked.
 	Capped bool `json:"capped"`
 	Slow   bool `json:"slow"`
 	// Outstanding is the load the bound and the latency scorer use: the
@@ -100,7 +106,8 @@ type Explain struct {
 // signal neither helps nor hurts it. Loads are compared like with like:
 // the scraped engine view only when every candidate has a fresh scrape,
 // the gateway's own in-flight counts otherwise.
-func score(w Weights, c float64, blocks int, in []inputs, out []Explain) {
+// tmp is scratch space of len(in).
+func score(w Weights, c float64, blocks int, in []inputs, out []Explain, tmp []float64) {
 	n := len(in)
 	scraped := true
 	for j := range in {
@@ -142,10 +149,11 @@ func score(w Weights, c float64, blocks int, in []inputs, out []Explain) {
 	// The bound of consistent hashing with bounded loads, counting the
 	// request being placed.
 	bound := math.Ceil(c * (sumE + 1) / float64(n))
-	minX, minT := math.Inf(1), math.Inf(1)
+	sampled := tmp[:0]
+	minX := math.Inf(1)
 	for j := range in {
 		if in[j].ttft > 0 {
-			minT = min(minT, in[j].ttft)
+			sampled = append(sampled, in[j].ttft)
 		}
 		t := in[j].ttft
 		if t <= 0 {
@@ -155,9 +163,17 @@ func score(w Weights, c float64, blocks int, in []inputs, out []Explain) {
 		out[j].Latency = x // the expected wait, normalised below
 		minX = min(minX, x)
 	}
+	medianT := math.Inf(1)
+	if len(sampled) > 0 {
+		slices.Sort(sampled)
+		medianT = sampled[len(sampled)/2]
+		if len(sampled)%2 == 0 {
+			medianT = (medianT + sampled[len(sampled)/2-1]) / 2
+		}
+	}
 	for j := range in {
 		e := &out[j]
-		e.Slow = in[j].ttft > SlowFactor*minT
+		e.Slow = in[j].ttft > SlowFactor*medianT
 		if blocks > 0 && in[j].matched > 0 && !e.Slow {
 			if n > 1 && e.Outstanding+1 > bound {
 				e.Capped = true

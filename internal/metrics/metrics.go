@@ -32,6 +32,8 @@ type Gateway struct {
 	QueueRejections *prometheus.CounterVec   // sluice_queue_rejections_total{pool,reason}
 	Ejections       *prometheus.CounterVec   // sluice_outlier_ejections_total{pool}
 	Fallbacks       *prometheus.CounterVec   // sluice_fallbacks_total{pool,to}
+	TTFT            *prometheus.HistogramVec // sluice_time_to_first_token_seconds{pool,model}
+	BufferedBody    prometheus.Gauge         // sluice_buffered_request_bytes
 }
 
 // NewGateway creates the families and registers them on reg.
@@ -73,10 +75,16 @@ func NewGateway(reg prometheus.Registerer) *Gateway {
 		Fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_fallbacks_total", Help: "Requests a pool could not serve that a fallback pool served, by pool and the fallback (to).",
 		}, []string{"pool", "to"}),
+		TTFT: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_time_to_first_token_seconds", Help: "Time from request received to the first event of a streamed response (the model's first token), by pool and model (\"other\" for names the pool's config does not list).", Buckets: TTFBBuckets,
+		}, []string{"pool", "model"}),
+		BufferedBody: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_buffered_request_bytes", Help: "Request body bytes the gateway holds in memory now (bounded by limits.max_buffered_body).",
+		}),
 	}
 	g.Reloads.WithLabelValues("success")
 	g.Reloads.WithLabelValues("failure")
-	reg.MustRegister(g.Requests, g.Duration, g.Upstream, g.Retries, g.TTFB, g.Reloads, g.Tokens, g.StreamErrors, g.QueueWait, g.QueueRejections, g.Ejections, g.Fallbacks)
+	reg.MustRegister(g.Requests, g.Duration, g.Upstream, g.Retries, g.TTFB, g.Reloads, g.Tokens, g.StreamErrors, g.QueueWait, g.QueueRejections, g.Ejections, g.Fallbacks, g.TTFT, g.BufferedBody)
 	return g
 }
 

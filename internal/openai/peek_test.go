@@ -112,3 +112,13 @@ func FuzzPeekRequestExact(f *testing.F) {
 		}
 	})
 }
+
+// FuzzField checks the hash_on json:FIELD extractor on arbitrary bodies.
+func FuzzField(f *testing.F) {
+	f.Add([]byte(`{"user":{"id":"u1"}}`), "user.id")
+	f.Add([]byte(`{"a":1}`), "a")
+	f.Add([]byte(`[]`), "a.b")
+	f.Fuzz(func(t *testing.T, body []byte, path string) {
+		_ = Field(body, path)
+	})
+}

@@ -39,30 +39,6 @@ func TestWantsTrailers(t *testing.T) {
 	}
 }
 
-func TestRetryOn(t *testing.T) {
-	on := []string{"connect_failure", "502", "503", "504"}
-	cases := []struct {
-		kind   string
-		status int
-		want   bool
-	}{
-		{"connect", 502, true},
-		{"timeout", 504, true},
-		{"error", 502, true},
-		{"", 503, true},
-		{"", 500, false},
-		{"", 429, false},
-	}
-	for _, c := range cases {
-		if got := retryOn(on, c.kind, c.status); got != c.want {
-			t.Errorf("retryOn(%q, %d) = %v", c.kind, c.status, got)
-		}
-	}
-	if retryOn([]string{"503"}, "connect", 502) {
-		t.Error("connect failure retried without connect_failure or 502 in the list")
-	}
-}
-
 func TestBackoffGrowsWithJitter(t *testing.T) {
 	for n := 1; n <= 4; n++ {
 		base := 10 << (n - 1)

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/sluice-ai/sluice/internal/openai"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
@@ -31,15 +33,20 @@ var (
 // Proxy forwards requests. The zero value is not usable; use New.
 type Proxy struct {
 	logger  *slog.Logger
+	clock   clockwork.Clock
 	bufPool sync.Pool
 }
 
-// New returns a Proxy that logs upstream trouble to logger (nil discards).
-func New(logger *slog.Logger) *Proxy {
+// New returns a Proxy that logs upstream trouble to logger (nil discards)
+// and reads time from clock (nil is the real clock).
+func New(logger *slog.Logger, clock clockwork.Clock) *Proxy {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{logger: logger, bufPool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	return &Proxy{logger: logger, clock: clock, bufPool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 }
 
 // Request is what the gateway decided about a request before forwarding it.
@@ -76,7 +83,11 @@ type Result struct {
 	Attempts int           // attempts made
 	Bytes    int64         // response body bytes written
 	TTFB     time.Duration // time to upstream response headers (0 if none)
-	Err      error         // why the request failed, or nil
+	// FirstByte is the time to the first response body byte (0 if none):
+	// for a stream, the first event, which the model sends when it has done
+	// the prefill.
+	FirstByte time.Duration
+	Err       error // why the request failed, or nil
 	// Error, when not nil, is the answer the pool could not avoid (no
 	// capacity, every attempt failed) and nothing has been written to the
 	// client yet: the caller may try a fallback pool, or write it.
@@ -93,29 +104,26 @@ const StatusClientClosed = 499
 
 // Serve forwards r per pr. It writes the response to w, except when the pool
 // cannot serve at all: then nothing is written and Result.Error says why.
+// A request is retried (on another backend when there is one) while the
+// pool's retry.on, its retry budget and retry.attempts allow, and never
+// once a byte of the response reached the client.
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Result {
 	pool := pr.Pool
 	cfg := pool.Config()
-	start := time.Now()
-	pool.Active.Add(1)
-	defer pool.Active.Add(-1)
+	start := p.clock.Now()
+	flight := pool.Enter()
+	defer flight.Leave()
 
 	maxAttempts := 1
 	if pr.Replayable(r) {
 		maxAttempts += cfg.Retry.Attempts
 	}
 	var (
-		res     Result
-		last    *upstream.Backend
-		retried bool
+		res  Result
+		last *upstream.Backend
 	)
-	defer func() {
-		if retried {
-			pool.Retrying.Add(-1)
-		}
-	}()
 	for attempt := 1; ; attempt++ {
-		b, err := pool.Acquire(r.Context(), pr.HashKey, pr.Priority, last)
+		a, err := pool.Try(r.Context(), pr.HashKey, pr.Priority, last)
 		if err != nil {
 			if r.Context().Err() != nil {
 				res.Status, res.Err = StatusClientClosed, r.Context().Err()
@@ -127,34 +135,25 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Resul
 			res.setError(admissionError(pool.Name(), res.Err))
 			return res
 		}
-		res.Backend, res.Attempts = b.Key(), attempt
-		if p.attempt(w, r, pr, b, start, attempt < maxAttempts, &res) {
+		res.Backend, res.Attempts = a.Backend().Key(), attempt
+		kind, done := p.attempt(w, r, pr, a, start, attempt < maxAttempts, &res)
+		if done {
 			return res
 		}
-		last = b
-		// Retry within the budget: retries in flight may not exceed budget ×
-		// requests in flight (with a floor of 3) so a failing pool is not
-		// hammered with retry storms. A connect failure is exempt: the
-		// request never reached a replica, so retrying it adds no load that
-		// the first try did not already fail to add (a dead replica's port).
-		if !retried && !isConnectFailure(res.Err) {
-			limit := max(int64(cfg.Retry.Budget*float64(pool.Active.Load())), 3)
-			if pool.Retrying.Load() >= limit {
-				res.setError(errorFor(res.Err))
-				return res
-			}
-			pool.Retrying.Add(1)
-			retried = true
+		if !flight.MayRetry(kind == "connect") {
+			res.setError(errorFor(res.Err))
+			return res
 		}
+		last = a.Backend()
 		pool.Metrics.Retries.Inc()
 		if d := backoff(cfg.Retry.Backoff.D(), attempt); d > 0 {
-			t := time.NewTimer(d)
+			t := p.clock.NewTimer(d)
 			select {
 			case <-r.Context().Done():
 				t.Stop()
 				res.Status, res.Err = StatusClientClosed, r.Context().Err()
 				return res
-			case <-t.C:
+			case <-t.Chan():
 			}
 		}
 	}
@@ -201,107 +200,65 @@ func errorFor(err error) *openai.Error {
 	}
 }
 
-// attempt sends one try to b. done reports that the request is finished
-// (answered, or failed for good with res.Error set); otherwise the caller may
-// retry, and res.Err holds why this attempt failed.
-func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, start time.Time, canRetry bool, res *Result) (done bool) {
+// attempt sends one try through a. done reports that the request is
+// finished (answered, or failed for good with res.Error set); otherwise the
+// caller may retry, res.Err holds why this attempt failed and kind how
+// ("connect", "timeout", "error", or "" for a retryable status).
+func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a upstream.Attempt, start time.Time, canRetry bool, res *Result) (kind string, done bool) {
 	pool := pr.Pool
-	cfg := pool.Config()
 	// The attempt runs on the client's context, so a client that leaves
 	// cancels it; timeouts.connect and timeouts.first_byte are enforced by
 	// the pool's transport, which costs nothing per request.
-	out := p.outRequest(r, pr, b)
-	sent := time.Now()
-	resp, err := pool.Transport(b).RoundTrip(out)
+	out := p.outRequest(r, pr, a)
+	sent := p.clock.Now()
+	resp, err := a.Transport().RoundTrip(out)
 	if err != nil {
-		pool.Release(b, 0)
 		if r.Context().Err() != nil {
-			b.Upstream.IncLabel("canceled")
+			a.Done(upstream.Outcome{Kind: "canceled"})
 			res.Status, res.Err = StatusClientClosed, r.Context().Err()
-			return true
+			return "", true
 		}
-		pool.Observe(b, true)
-		// Each failure is retried when the status it would produce is in
-		// retry.on: a connect failure (or 502), a broken connection (502),
-		// a first-byte timeout (504, or "timeout").
-		kind, status := "error", http.StatusBadGateway
+		kind = "error"
 		switch {
 		case isConnectFailure(err):
 			kind = "connect"
 		case isTimeout(err):
-			kind, status = "timeout", http.StatusGatewayTimeout
-			err = errFirstByteTimeout
+			kind, err = "timeout", errFirstByteTimeout
 		}
+		a.Done(upstream.Outcome{Kind: kind, Failed: true})
 		res.Err = err
-		b.Upstream.IncLabel(kind)
-		if canRetry && retryOn(cfg.Retry.On, kind, status) {
-			return false
+		if canRetry && pool.RetryOn(kind, 0) {
+			return kind, false
 		}
 		res.setError(errorFor(err))
-		return true
+		return kind, true
 	}
-	rtt := time.Since(sent)
-	b.Upstream.Inc(resp.StatusCode)
-	pool.Observe(b, resp.StatusCode >= 500)
-	if canRetry && retryOn(cfg.Retry.On, "", resp.StatusCode) {
-		pool.Release(b, rtt)
+	rtt := p.clock.Since(sent)
+	if canRetry && pool.RetryOn("", resp.StatusCode) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
+		a.Done(upstream.Outcome{Status: resp.StatusCode, Failed: resp.StatusCode >= 500, Latency: rtt})
 		res.Err = errors.New("upstream answered " + strconv.Itoa(resp.StatusCode))
-		return false
+		return "", false
 	}
-	res.TTFB = time.Since(start)
+	res.TTFB = p.clock.Since(start)
 	pool.Metrics.TTFB.Observe(res.TTFB.Seconds())
 	// The latency estimate takes the time to the first body byte: for a
 	// stream the headers come before the model has done any work (servers
 	// send them before the request even leaves their queue), so only the
 	// first event says how loaded the replica is.
-	var first time.Time
-	defer func() {
-		if !first.IsZero() {
-			rtt = first.Sub(sent)
-		}
-		pool.Release(b, rtt)
-	}()
-	first = p.respond(w, r, pr, b, resp, res)
-	return true
-}
-
-// retryOn reports whether an attempt that ended with kind (connect, timeout)
-// or HTTP status is retried under the pool's retry.on list.
-func retryOn(on []string, kind string, status int) bool {
-	for _, c := range on {
-		switch {
-		case kind == "connect" && c == "connect_failure":
-			return true
-		case kind == "timeout" && c == "timeout":
-			return true
-		case status != 0 && len(c) == 3 && c == strconv.Itoa(status):
-			return true
-		}
+	first, broken := p.respond(w, r, pr, resp, res)
+	o := upstream.Outcome{Status: resp.StatusCode, Failed: resp.StatusCode >= 500 || broken, Latency: rtt}
+	if !first.IsZero() {
+		o.Latency = first.Sub(sent)
+		res.FirstByte = first.Sub(start)
 	}
-	return false
+	a.Done(o)
+	return "", true
 }
-
-// isConnectFailure reports errors that happened before the request could
-// have reached the backend, so retrying elsewhere is safe.
-func isConnectFailure(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	return errors.Is(err, syscall.ECONNREFUSED)
-}
-
-// isTimeout reports the transport's timeout for response headers.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // outRequest builds the upstream request for an attempt to b.
-func (p *Proxy) outRequest(r *http.Request, pr *Request, b *upstream.Backend) *http.Request {
-	t := b.Target()
+func (p *Proxy) outRequest(r *http.Request, pr *Request, a upstream.Attempt) *http.Request {
+	t := a.Backend().Target()
 	u := &url.URL{Scheme: t.Scheme, Host: t.Host, Path: t.Path + r.URL.Path, RawQuery: r.URL.RawQuery}
 	if r.URL.RawPath != "" {
 		u.RawPath = t.Path + r.URL.RawPath
@@ -329,6 +286,9 @@ func (p *Proxy) outRequest(r *http.Request, pr *Request, b *upstream.Backend) *h
 	}
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = emptyUA // keep Go's transport from adding its own
+	}
+	for k, vv := range pr.Pool.Headers(a.Backend()) {
+		h[k] = vv
 	}
 	out := &http.Request{
 		Method:     r.Method,
@@ -377,4 +337,20 @@ func joinComma(vv []string) string {
 		b = append(b, v...)
 	}
 	return string(b)
+}
+
+// isConnectFailure reports errors that happened before the request could
+// have reached the backend, so retrying elsewhere is safe.
+func isConnectFailure(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// isTimeout reports the transport's timeout for response headers.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
 // respond copies resp to w. Streamed bodies (SSE, or no Content-Length) are
@@ -19,8 +17,9 @@ import (
 // response, with an error event for SSE so the client never mistakes a cut
 // stream for a complete one.
 //
-// It returns when the first body byte arrived (zero for an empty body).
-func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, resp *http.Response, res *Result) (first time.Time) {
+// It returns when the first body byte arrived (zero for an empty body) and
+// whether the upstream body broke.
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, resp *http.Response, res *Result) (first time.Time, broken bool) {
 	defer resp.Body.Close()
 	h := w.Header()
 	copyHeader(h, resp.Header)
@@ -48,7 +47,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *
 	// A stall closes the upstream body, which ends the pending Read.
 	idle := pr.Pool.Config().Timeouts.StreamIdle.D()
 	var stalled atomic.Bool
-	idleTimer := time.AfterFunc(idle, func() { stalled.Store(true); resp.Body.Close() })
+	idleTimer := p.clock.AfterFunc(idle, func() { stalled.Store(true); resp.Body.Close() })
 	defer idleTimer.Stop()
 
 	bufp := p.bufPool.Get().(*[]byte)
@@ -58,7 +57,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if first.IsZero() {
-				first = time.Now()
+				first = p.clock.Now()
 			}
 			idleTimer.Reset(idle)
 			if pr.Observe != nil {
@@ -83,25 +82,24 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, b *
 			if stalled.Load() {
 				rerr = errStreamIdleTimeout
 			}
-			p.streamFailed(w, r, pr, b, sse, rerr, res)
-			return
+			return first, p.streamFailed(w, r, pr, sse, rerr, res)
 		}
 	}
 	for k, vv := range resp.Trailer {
 		h[http.TrailerPrefix+k] = vv
 	}
-	return first
+	return first, false
 }
 
 // streamFailed ends a response whose body broke after the status was sent.
-func (p *Proxy) streamFailed(w http.ResponseWriter, r *http.Request, pr *Request, b *upstream.Backend, sse bool, err error, res *Result) {
+// It reports whether the backend is to blame (not the client leaving).
+func (p *Proxy) streamFailed(w http.ResponseWriter, r *http.Request, pr *Request, sse bool, err error, res *Result) (upstreamFault bool) {
 	if r.Context().Err() != nil {
 		res.Status, res.Err = StatusClientClosed, r.Context().Err()
 		pr.Pool.Metrics.StreamErrors.WithLabelValues("client_gone").Inc()
-		return
+		return false
 	}
 	res.Err = err
-	pr.Pool.Observe(b, true)
 	reason := "upstream_error"
 	code := "upstream_stream_error"
 	if errors.Is(err, errStreamIdleTimeout) {
@@ -114,7 +112,7 @@ func (p *Proxy) streamFailed(w http.ResponseWriter, r *http.Request, pr *Request
 		// aborts the connection (HTTP/1.1) or resets the stream (HTTP/2) so
 		// the client sees a broken response instead of a short, "complete" one.
 		res.Abort = true
-		return
+		return true
 	}
 	msg, _ := json.Marshal(struct {
 		Error struct {
@@ -131,6 +129,7 @@ func (p *Proxy) streamFailed(w http.ResponseWriter, r *http.Request, pr *Request
 	_, _ = w.Write(msg)
 	_, _ = io.WriteString(w, "\n\n")
 	_ = http.NewResponseController(w).Flush()
+	return true
 }
 
 func isEventStream(ct string) bool {

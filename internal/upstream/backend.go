@@ -6,6 +6,7 @@ package upstream
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -68,6 +69,10 @@ type Backend struct {
 	// out is the passive health state (outlier detection).
 	out outlierState
 
+	// hdr are the headers sent on every request when the backend has its
+	// own (merged over the pool's); nil uses the pool's.
+	hdr atomic.Pointer[http.Header]
+
 	// Health-check streaks; written only by the pool's checker goroutine.
 	okStreak, failStreak int
 	lastCheckErr         atomic.Pointer[string]
@@ -114,6 +119,14 @@ func ParseURL(raw string) (*url.URL, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	return u, nil
+}
+
+func (b *Backend) setHeaders(h http.Header, own bool) {
+	if !own {
+		b.hdr.Store(nil)
+		return
+	}
+	b.hdr.Store(&h)
 }
 
 // Key is the backend's URL as configured.

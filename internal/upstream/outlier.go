@@ -138,7 +138,7 @@ func (p *Pool) eject(b *Backend) {
 	p.storeLocked(all)
 	p.Metrics.Ejections.Inc()
 	p.opts.Logger.Warn("backend ejected; breaker open", "pool", p.name, "backend", b.key, "for", d, "ejections", n)
-	p.opts.Clock.AfterFunc(d, func() { p.unEject(b) })
+	p.afterFuncLocked(d, func() { p.unEject(b) })
 }
 
 // unEject moves an ejected backend to half-open.

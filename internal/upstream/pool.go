@@ -71,11 +71,13 @@ type Pool struct {
 	bal  atomic.Pointer[balancerBox]
 	snap atomic.Pointer[snapshot]
 
-	tr atomic.Pointer[transports]
+	tr    atomic.Pointer[transports]
+	retry atomic.Pointer[retryPolicy]
+	hdr   atomic.Pointer[http.Header] // upstream_headers; nil map when none
 
-	// Active counts requests in flight through the pool and Retrying the
-	// retries among them; the retry budget compares the two.
-	Active, Retrying atomic.Int64
+	// active counts requests in flight through the pool and retrying the
+	// retries among them; the retry budget (Flight) compares the two.
+	active, retrying atomic.Int64
 
 	// Metrics are the pool's metric handles.
 	Metrics *PoolMetrics
@@ -85,6 +87,8 @@ type Pool struct {
 
 	mu      sync.Mutex // serializes Reconfigure and state refreshes; taken before q.mu
 	checker *checker
+	timers  map[clockwork.Timer]struct{} // ejection and slow-start timers, stopped by Close
+	closed  bool                         // guarded by mu: no new timers
 }
 
 // transports are a pool's connection pools: one for HTTP/1.1 (and HTTP/2
@@ -133,6 +137,7 @@ func NewPool(cfg *config.Pool, opts Options) (*Pool, error) {
 		Ejections:       gm.Ejections.WithLabelValues(cfg.Name),
 	}}
 	p.snap.Store(&snapshot{})
+	p.timers = make(map[clockwork.Timer]struct{})
 	if err := p.Reconfigure(cfg); err != nil {
 		return nil, err
 	}
@@ -193,48 +198,132 @@ func (p *Pool) Backends() []*Backend { return p.snap.Load().all }
 // Ready reports how many backends may take traffic.
 func (p *Pool) Ready() int { return len(p.snap.Load().ready) }
 
-// Reconfigure applies cfg. Backends whose URL stays keep their load, latency
-// and health state; new ones start healthy until checked; removed ones are
-// dropped from selection (requests in flight to them finish).
+// Reconfigure prepares cfg and commits it.
 func (p *Pool) Reconfigure(cfg *config.Pool) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	old := make(map[string]*Backend)
-	for _, b := range p.snap.Load().all {
-		old[b.key] = b
+	c, err := p.Prepare(cfg)
+	if err != nil {
+		return err
 	}
-	all := make([]*Backend, 0, len(cfg.Backends))
-	if cfg.Process != nil || cfg.Kubernetes != nil {
-		// Replicas are added and removed by their supervisor, not the file.
-		all = append(all, p.snap.Load().all...)
+	c.Commit()
+	return nil
+}
+
+// Change is a prepared reconfiguration of a pool. Prepare builds everything
+// the new config needs and may fail without touching the pool; Commit
+// applies it and cannot fail; Discard drops it. A reload prepares every pool
+// before it commits any, so a config that fails leaves every pool as it was.
+type Change struct {
+	p     *Pool
+	cfg   *config.Pool
+	fresh map[string]*Backend // static backends new to the pool, by URL
+	bal   *balancerBox        // nil: keep the balancer
+	tr    *transports         // nil: keep the transports
+	retry *retryPolicy
+	hdr   http.Header
+}
+
+// Prepare builds what cfg needs that the pool does not have yet: new
+// static backends, a balancer if it changed, transports if the timeouts
+// changed.
+func (p *Pool) Prepare(cfg *config.Pool) (*Change, error) {
+	c := &Change{p: p, cfg: cfg, fresh: make(map[string]*Backend), retry: compileRetry(cfg.Retry.On), hdr: upstreamHeaders(cfg.UpstreamHeaders, nil)}
+	old := make(map[string]bool)
+	for _, b := range p.snap.Load().all {
+		old[b.key] = true
 	}
 	for _, bc := range cfg.Backends {
-		if b, ok := old[bc.URL]; ok {
-			b.weight.Store(int32(max(bc.Weight, 1)))
-			all = append(all, b)
+		if old[bc.URL] {
 			continue
 		}
 		b, err := p.NewBackend(bc.URL, bc.Weight, StateHealthy)
 		if err != nil {
-			return fmt.Errorf("pool %s: %w", cfg.Name, err)
+			c.Discard()
+			return nil, fmt.Errorf("pool %s: %w", cfg.Name, err)
 		}
-		all = append(all, b)
+		c.fresh[bc.URL] = b
 	}
 	if cur := p.bal.Load(); cur == nil || cur.name != cfg.Balancer {
 		b, err := balancer.New(cfg.Balancer)
 		if err != nil {
-			return fmt.Errorf("pool %s: %w", cfg.Name, err)
+			c.Discard()
+			return nil, fmt.Errorf("pool %s: %w", cfg.Name, err)
 		}
-		p.bal.Store(&balancerBox{name: cfg.Balancer, b: b})
+		c.bal = &balancerBox{name: cfg.Balancer, b: b}
 	}
 	if cur := p.tr.Load(); cur == nil || cur.timeouts != cfg.Timeouts {
-		p.tr.Store(newTransports(cfg.Timeouts))
-		if cur != nil {
-			cur.closeIdle() // connections in use finish their requests
+		c.tr = newTransports(cfg.Timeouts)
+	}
+	return c, nil
+}
+
+// Discard drops a change that will not be committed.
+func (c *Change) Discard() {
+	if c.tr != nil {
+		c.tr.closeIdle()
+	}
+	for _, b := range c.fresh {
+		c.p.forgetMetrics(b)
+	}
+}
+
+// Commit applies the change. Backends whose URL stays keep their load,
+// latency and health state; new ones start healthy until checked; removed
+// ones are dropped from selection (requests in flight to them finish).
+func (c *Change) Commit() {
+	p, cfg := c.p, c.cfg
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cur := p.snap.Load().all
+	byKey := make(map[string]*Backend, len(cur))
+	for _, b := range cur {
+		byKey[b.key] = b
+	}
+	all := make([]*Backend, 0, len(cfg.Backends))
+	if cfg.Process != nil || cfg.Kubernetes != nil {
+		// Replicas are added and removed by their supervisor, not the file.
+		all = append(all, cur...)
+	}
+	kept := make(map[*Backend]bool)
+	for _, bc := range cfg.Backends {
+		b, ok := byKey[bc.URL]
+		if !ok {
+			b = c.fresh[bc.URL]
+		}
+		b.weight.Store(int32(max(bc.Weight, 1)))
+		b.setHeaders(upstreamHeaders(cfg.UpstreamHeaders, bc.Headers), len(bc.Headers) > 0)
+		kept[b] = true
+		all = append(all, b)
+	}
+	if cfg.Process == nil && cfg.Kubernetes == nil {
+		for _, b := range cur {
+			if !kept[b] {
+				p.forgetMetrics(b)
+			}
 		}
 	}
+	if c.bal != nil {
+		p.bal.Store(c.bal)
+	}
+	if c.tr != nil {
+		if old := p.tr.Swap(c.tr); old != nil {
+			old.closeIdle() // connections in use finish their requests
+		}
+	}
+	p.retry.Store(c.retry)
+	p.hdr.Store(&c.hdr)
 	p.cfg.Store(cfg)
 	p.storeLocked(all)
+}
+
+// Headers are the headers sent to backend b on every request: the pool's
+// upstream_headers and b's own. The map is shared: do not modify it.
+func (p *Pool) Headers(b *Backend) http.Header {
+	if h := b.hdr.Load(); h != nil {
+		return *h
+	}
+	if h := p.hdr.Load(); h != nil {
+		return *h
+	}
 	return nil
 }
 
@@ -248,6 +337,12 @@ func (p *Pool) NewBackend(rawURL string, weight int, state State) (*Backend, err
 	return b, nil
 }
 
+// forgetMetrics deletes b's per-backend metric series, so series do not
+// pile up as replicas come and go.
+func (p *Pool) forgetMetrics(b *Backend) {
+	p.gm.Upstream.DeletePartialMatch(prometheus.Labels{"pool": p.name, "backend": b.key})
+}
+
 // AddBackend adds b (for replicas sluice starts or discovers).
 func (p *Pool) AddBackend(b *Backend) {
 	p.mu.Lock()
@@ -256,11 +351,18 @@ func (p *Pool) AddBackend(b *Backend) {
 	p.storeLocked(append(all, b))
 }
 
-// RemoveBackend drops the backend with key; requests in flight finish.
+// RemoveBackend drops the backend with key and its metric series; requests
+// in flight finish.
 func (p *Pool) RemoveBackend(key string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	all := slices.DeleteFunc(slices.Clone(p.snap.Load().all), func(b *Backend) bool { return b.key == key })
+	all := slices.DeleteFunc(slices.Clone(p.snap.Load().all), func(b *Backend) bool {
+		if b.key == key {
+			p.forgetMetrics(b)
+			return true
+		}
+		return false
+	})
 	p.storeLocked(all)
 }
 
@@ -309,12 +411,28 @@ func (p *Pool) markJoinedLocked(b *Backend) {
 		return
 	}
 	b.joinedAt.Store(p.opts.Clock.Now().UnixNano())
-	p.opts.Clock.AfterFunc(window, func() {
+	p.afterFuncLocked(window, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		b.joinedAt.Store(0)
 		p.storeLocked(p.snap.Load().all)
 	})
+}
+
+// afterFuncLocked runs f after d unless the pool closes first. The pool
+// owns the timer: Close stops it.
+func (p *Pool) afterFuncLocked(d time.Duration, f func()) {
+	if p.closed {
+		return
+	}
+	var t clockwork.Timer
+	t = p.opts.Clock.AfterFunc(d, func() {
+		p.mu.Lock()
+		delete(p.timers, t)
+		p.mu.Unlock()
+		f()
+	})
+	p.timers[t] = struct{}{}
 }
 
 // Start begins active health checks (when the pool's health_check.path is
@@ -334,6 +452,11 @@ func (p *Pool) Close() {
 	p.mu.Lock()
 	c := p.checker
 	p.checker = nil
+	p.closed = true
+	for t := range p.timers {
+		t.Stop()
+	}
+	clear(p.timers)
 	p.mu.Unlock()
 	if c != nil {
 		c.stop()

@@ -116,7 +116,7 @@ func (g *Gateway) Logs() string { return g.logs.String() }
 
 // Load sends a mix of traffic until ctx ends: streamed and plain chat
 // completions (some repeated, so the cache hits), a tenant over its rpm,
-// bursts at the one-slot queue of pool tiny, concurrent requests to the
+// bursts at the one-slot queue of pool tiny, waves of requests to the
 // autoscaled pool, and bursts of async jobs that queue up.
 func (g *Gateway) Load(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -151,7 +151,15 @@ func (g *Gateway) Load(ctx context.Context) {
 	loop(6, func(w, i int) { post(KeyB, "sim-llm", fmt.Sprintf("w%d i%d", w, i%50), i%2 == 0) })
 	loop(1, func(_, i int) { post(KeyA, "sim-llm", "same prompt", false); pause(ctx, 200*time.Millisecond) })
 	loop(4, func(_, i int) { post(KeyB, "tiny-llm", fmt.Sprint("tiny ", i), true) })
-	loop(3, func(w, i int) { post(KeyB, "auto-llm", fmt.Sprint("auto ", w, i), true) })
+	// The autoscaled pool gets load in waves of 12s on, 12s off, so the
+	// autoscaler keeps deciding to scale up and down.
+	loop(3, func(w, i int) {
+		if time.Now().Unix()/12%2 == 1 {
+			pause(ctx, 250*time.Millisecond)
+			return
+		}
+		post(KeyB, "auto-llm", fmt.Sprint("auto ", w, i), true)
+	})
 	// Clients that hang up mid-stream (stream errors, reason client_gone).
 	loop(1, func(_, i int) {
 		body := fmt.Sprintf(`{"model":"sim-llm","max_tokens":200,"stream":true,"messages":[{"role":"user","content":"hang up %d"}]}`, i)

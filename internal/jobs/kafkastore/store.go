@@ -664,27 +664,24 @@ func (s *Store) sweepUnsent() {
 
 // Fetch implements jobs.Store: it leases waiting records of the priority's
 // partitions this gateway owns, oldest first, joining the group first if
-// needed. Records this store produced are read before it answers (for a
-// moment at most), so that a job created here can be fetched at once.
+// needed. When it has nothing to offer, it first waits (a moment at most)
+// for the records this store produced to be read, so that a job created
+// here can be fetched at once.
 func (s *Store) Fetch(ctx context.Context, p jobs.Priority, n int) ([]*jobs.Delivery, error) {
 	topic := s.topic(p)
 	c, err := s.consumer()
 	if err != nil {
 		return nil, err
 	}
-	s.catchUp(ctx, c, topic)
 	now := time.Now()
 	s.mu.Lock()
-	var cand []*entry
-	for k, part := range c.parts {
-		if k.topic != topic || part.revoking {
-			continue
-		}
-		for _, e := range part.entries {
-			if e.state == waiting && !now.Before(e.notBefore) {
-				cand = append(cand, e)
-			}
-		}
+	cand := s.candidatesLocked(c, topic, now)
+	if len(cand) == 0 {
+		s.mu.Unlock()
+		s.catchUp(ctx, c, topic)
+		now = time.Now()
+		s.mu.Lock()
+		cand = s.candidatesLocked(c, topic, now)
 	}
 	slices.SortFunc(cand, func(a, b *entry) int { return cmp.Or(a.ts.Compare(b.ts), cmp.Compare(a.offset, b.offset)) })
 	cand = cand[:min(n, len(cand))]
@@ -715,6 +712,22 @@ func (s *Store) Fetch(ctx context.Context, p jobs.Priority, n int) ([]*jobs.Deli
 		out = append(out, &jobs.Delivery{Job: job, Priority: p, Handle: h})
 	}
 	return out, nil
+}
+
+// candidatesLocked lists the records of topic that may be leased now.
+func (s *Store) candidatesLocked(c *consumer, topic string, now time.Time) []*entry {
+	var cand []*entry
+	for k, part := range c.parts {
+		if k.topic != topic || part.revoking {
+			continue
+		}
+		for _, e := range part.entries {
+			if e.state == waiting && !now.Before(e.notBefore) {
+				cand = append(cand, e)
+			}
+		}
+	}
+	return cand
 }
 
 // Bounds of the waits of Fetch.
