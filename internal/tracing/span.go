@@ -259,7 +259,9 @@ func (s Span) SetUsage(input, output int) {
 // "length", ...).
 func (s Span) SetFinishReasons(reasons ...string) {
 	if len(reasons) > 0 && s.IsRecording() {
-		s.s.SetAttributes(keyFinishReasons.StringSlice(reasons))
+		// A copy, so reasons does not escape: a caller's literal stays on
+		// its stack when the span is off.
+		s.s.SetAttributes(keyFinishReasons.StringSlice(append([]string(nil), reasons...)))
 	}
 }
 

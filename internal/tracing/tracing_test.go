@@ -346,6 +346,8 @@ func TestDisabledIsFree(t *testing.T) {
 			c, s := p.Start(ctx, r)
 			s.SetModel("m")
 			s.SetUsage(1, 2)
+			s.SetFinishReasons("stop")
+			s.FirstToken(time.Time{})
 			ac, a := p.StartAttempt(c, "chat", "http://b", 1)
 			p.Inject(ac, r.Header)
 			a.SetHTTPStatus(200)
