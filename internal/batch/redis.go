@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -266,6 +267,9 @@ func (s *redisStorage) putBlob(ctx context.Context, name string, data io.Reader)
 	return nil
 }
 
+// openBlob copies blob name to a temporary file, chunk by chunk, and
+// returns it: a reader that fetched chunks lazily would have to keep a
+// context.
 func (s *redisStorage) openBlob(ctx context.Context, name string) (io.ReadCloser, error) {
 	key := s.p + "data:" + name
 	n, err := s.rdb.LLen(ctx, key).Result()
@@ -275,7 +279,29 @@ func (s *redisStorage) openBlob(ctx context.Context, name string) (io.ReadCloser
 	if n == 0 {
 		return nil, errNotFound
 	}
-	return &chunkReader{ctx: ctx, rdb: s.rdb, key: key, n: n}, nil
+	f, err := os.CreateTemp("", "sluice-batch-*")
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	out := spooled{f}
+	for i := range n {
+		b, err := s.rdb.LIndex(ctx, key, i).Bytes()
+		if errors.Is(err, redis.Nil) {
+			err = errors.New("changed while read")
+		}
+		if err == nil {
+			_, err = f.Write(b)
+		}
+		if err != nil {
+			out.Close()
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return out, nil
 }
 
 func (s *redisStorage) deleteBlob(ctx context.Context, name string) error {
@@ -284,34 +310,3 @@ func (s *redisStorage) deleteBlob(ctx context.Context, name string) error {
 	}
 	return nil
 }
-
-// chunkReader reads a list of chunks in order, one chunk per round trip.
-type chunkReader struct {
-	ctx  context.Context
-	rdb  redis.UniversalClient
-	key  string
-	i, n int64
-	buf  []byte
-}
-
-func (c *chunkReader) Read(p []byte) (int, error) {
-	for len(c.buf) == 0 {
-		if c.i >= c.n {
-			return 0, io.EOF
-		}
-		b, err := c.rdb.LIndex(c.ctx, c.key, c.i).Bytes()
-		if errors.Is(err, redis.Nil) {
-			return 0, fmt.Errorf("read %s: changed while read", c.key)
-		}
-		if err != nil {
-			return 0, err
-		}
-		c.i++
-		c.buf = b
-	}
-	n := copy(p, c.buf)
-	c.buf = c.buf[n:]
-	return n, nil
-}
-
-func (c *chunkReader) Close() error { return nil }
