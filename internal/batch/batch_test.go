@@ -60,6 +60,17 @@ func TestBatchRunsToCompletion(t *testing.T) {
 		srv := redistest.Start(t)
 		testBatchRunsToCompletion(t, gatewayOpts{window: 16, redis: srv})
 	})
+	t.Run("redis beside a store without storage", func(t *testing.T) {
+		testBatchRunsToCompletion(t, gatewayOpts{window: 16, sideRedis: redistest.Start(t)})
+	})
+}
+
+func TestNeedsStorage(t *testing.T) {
+	g := startGateway(t, newSimBackend(t, 0), gatewayOpts{})
+	_, err := New(t.Context(), Options{Jobs: g.jobs, Store: opaqueStore{g.store}})
+	if err == nil || !strings.Contains(err.Error(), "keeps no files") {
+		t.Fatalf("New on a store without storage: %v", err)
+	}
 }
 
 func testBatchRunsToCompletion(t *testing.T, o gatewayOpts) {

@@ -153,7 +153,10 @@ type closableStore interface {
 type gatewayOpts struct {
 	// redis, when set, holds jobs and batches instead of the embedded
 	// store.
-	redis      *redistest.Server
+	redis *redistest.Server
+	// sideRedis, when set, keeps the batch data in Redis beside a job store
+	// that has no storage of its own (as the amqp and kafka stores).
+	sideRedis  *redistest.Server
 	dir        string
 	window     int
 	maxFile    int64
@@ -191,10 +194,15 @@ func startGateway(t testing.TB, backend *simBackend, o gatewayOpts) *gateway {
 		store.Close()
 		t.Fatal(err)
 	}
-	b, err := New(ctx, Options{
+	bopts := Options{
 		Jobs: svc, Store: store, Window: o.window, MaxFileSize: o.maxFile,
 		Lease: o.lease, Clock: o.clock, Logger: testLogger(), MaxRequestBody: o.maxBodyLen,
-	})
+	}
+	if o.sideRedis != nil {
+		bopts.Store = opaqueStore{store}
+		bopts.Redis = o.sideRedis.Client(t)
+	}
+	b, err := New(ctx, bopts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +211,9 @@ func startGateway(t testing.TB, backend *simBackend, o gatewayOpts) *gateway {
 	t.Cleanup(g.close)
 	return g
 }
+
+// opaqueStore hides what the store offers beyond jobs.Store.
+type opaqueStore struct{ jobs.Store }
 
 func (g *gateway) close() {
 	g.srv.Close()

@@ -27,6 +27,11 @@ type Options struct {
 	// (natsstore.Store), Redis for the redis store (redisstore.Store). The
 	// Service reads job results from it and follows its events.
 	Store jobs.Store
+	// Redis keeps files and batches when Store has no storage of its own
+	// (the amqp:// and kafka:// stores, whose job records live in
+	// redis.url), under the hash tag {sluice:jobs:batch}. Ignored when
+	// Store has storage. The Service does not close it.
+	Redis redis.UniversalClient
 	// MaxFileSize bounds an uploaded file (jobs.max_file_size). Default
 	// 200 MiB, OpenAI's limit for batch input files.
 	MaxFileSize int64
@@ -106,6 +111,10 @@ type jetStreamStore interface {
 	Replicas() int
 }
 
+// defaultRedisPrefix names the keys of Options.Redis: the redis job
+// store's default prefix.
+const defaultRedisPrefix = "sluice:jobs"
+
 // redisStore is what a job store offers when it keeps its data in Redis
 // (redisstore.Store).
 type redisStore interface {
@@ -130,7 +139,10 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	case redisStore:
 		return newService(opts, newRedisStorage(store.Client(), store.Prefix())), nil
 	}
-	return nil, fmt.Errorf("batch: the job store %T keeps no files; the Batch API needs the embedded, a nats:// or the redis job store", opts.Store)
+	if opts.Redis != nil {
+		return newService(opts, newRedisStorage(opts.Redis, defaultRedisPrefix)), nil
+	}
+	return nil, fmt.Errorf("batch: the job store %T keeps no files and Options.Redis is nil; the Batch API needs the embedded, a nats:// or the redis job store, or redis.url", opts.Store)
 }
 
 func newService(opts Options, st storage) *Service {
