@@ -47,7 +47,7 @@ func scrape(metricsURL string) prometheus.Gatherer {
 }
 
 var testTenants = func() []console.TenantLimits {
-	return []console.TenantLimits{{Name: "team-a", RPM: 60}, {Name: "team-b", TPM: 100000000, Concurrency: 256}}
+	return []console.TenantLimits{{Name: "team-a", RPM: 10}, {Name: "team-b", TPM: 100000000, Concurrency: 256}}
 }
 
 // serve puts the console in front of a gateway's admin API, as the admin
@@ -87,7 +87,7 @@ func TestStatsFromALiveGateway(t *testing.T) {
 	if a := s.Pools["auto"]; a.Desired == nil || a.Ready == 0 {
 		t.Errorf("autoscaled pool: desired %v ready %v", a.Desired, a.Ready)
 	}
-	if ta := s.Tenants["team-a"]; ta == nil || ta.Limited["rpm"] == 0 || ta.Limits == nil || ta.Limits.RPM != 60 {
+	if ta := s.Tenants["team-a"]; ta == nil || ta.Limited["rpm"] == 0 || ta.Limits == nil || ta.Limits.RPM != 10 {
 		t.Errorf("team-a: %+v", ta)
 	}
 	if len(s.Backends["chat"]) != 3 {
@@ -148,7 +148,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	chromium, node := lookBrowser(t)
 	g := consoletest.Start(t, consoletest.Build(t))
 	srv := serve(t, g.Admin)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	loadDone := make(chan struct{})
 	go func() { g.Load(ctx); close(loadDone) }()
@@ -187,11 +187,14 @@ func TestConsoleInABrowser(t *testing.T) {
 	if r.First.KPIs["rps"] == r.Later.KPIs["rps"] && r.First.KPIs["tps"] == r.Later.KPIs["tps"] {
 		t.Errorf("numbers did not change between reads: %v and %v", r.First.KPIs, r.Later.KPIs)
 	}
-	if up := r.Later.KPIs["up"]; !strings.HasSuffix(up, "/7") {
-		t.Errorf("backends up %q, want n/7 (3 chat, 1 tiny, 3 auto)", up)
+	// 3 chat, 1 tiny and 1 to 3 auto backends as the autoscaler follows
+	// the waves of load.
+	up, total, _ := strings.Cut(r.Later.KPIs["up"], "/")
+	if n, _ := strconv.Atoi(total); n < 5 || n > 7 || r.Later.Backends != n || number(up) < 3 {
+		t.Errorf("backends up %q with %d rows, want 3 to 7 up of 5 to 7, one row each", r.Later.KPIs["up"], r.Later.Backends)
 	}
-	if r.Later.Backends < 6 || r.Filtered != 1 {
-		t.Errorf("backend rows %d, filtered by \"tiny\" %d; want all and 1", r.Later.Backends, r.Filtered)
+	if r.Filtered != 1 {
+		t.Errorf("backend rows filtered by \"tiny\": %d, want 1", r.Filtered)
 	}
 	if !(number(r.Later.Tenants["team-a"]) > 0) {
 		t.Errorf("tenants %v: want team-a's 429s/min > 0", r.Later.Tenants)

@@ -28,7 +28,7 @@ type Gateway struct {
 	logs       *syncBuffer
 }
 
-// Keys of the test tenants: team-a has rpm 60 and gets 429s under Load;
+// Keys of the test tenants: team-a has rpm 10 and gets 429s under Load;
 // team-b is not limited in practice.
 const (
 	KeyA = "key-a"
@@ -58,7 +58,7 @@ data_dir: DATA
 log: {level: warn}
 auth:
   keys:
-    - {name: team-a, key: "` + KeyA + `", limits: {rpm: 60}}
+    - {name: team-a, key: "` + KeyA + `", limits: {rpm: 10}}
     - {name: team-b, key: "` + KeyB + `", limits: {tpm: 100000000, concurrency: 256}}
 pools:
   - name: chat

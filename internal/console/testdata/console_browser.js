@@ -49,6 +49,8 @@ async function read(page) {
       return tr && parseFloat(tr.children[2].textContent) > 0 && window.sluiceConsole.decisions > 0;
     }, null, { timeout: 30000 }).catch(() => {});
     const later = await read(page);
+    // Half a minute of history makes a screenshot worth reading.
+    await page.waitForFunction(() => window.sluiceConsole.points >= 15, null, { timeout: 45000 }).catch(() => {});
     await page.screenshot({ path: screenshot, fullPage: true });
     await page.fill("#filter", "tiny");
     const filtered = await page.evaluate(() => document.querySelectorAll("#backends tbody tr").length);
