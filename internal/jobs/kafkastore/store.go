@@ -770,7 +770,7 @@ func (s *Store) catchUp(ctx context.Context, c *consumer, topic string) {
 		behind := false
 		s.mu.Lock()
 		for k, p := range c.parts {
-			if k.topic == topic && p.next < s.produced[k] {
+			if n := s.produced[k]; k.topic == topic && n > 0 && p.next < n {
 				behind = true
 			}
 		}
