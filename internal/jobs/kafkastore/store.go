@@ -45,6 +45,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -136,6 +137,8 @@ type consumer struct {
 	leased   int
 	waiting  int
 	assigned chan struct{} // closed at the first assignment
+	// joinWaited is set once a fetch waited for the first assignment.
+	joinWaited atomic.Bool
 }
 
 type tp struct {
@@ -755,9 +758,13 @@ func (s *Store) consumer() (*consumer, error) {
 	}
 	c := s.cons
 	s.mu.Unlock()
-	select {
-	case <-c.assigned:
-	case <-time.After(joinWait):
+	// Only the first fetch waits: a member may get no partition at all
+	// (more gateways than partitions).
+	if c.joinWaited.CompareAndSwap(false, true) {
+		select {
+		case <-c.assigned:
+		case <-time.After(joinWait):
+		}
 	}
 	return c, nil
 }
