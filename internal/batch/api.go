@@ -628,7 +628,7 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	switch rec.Status {
-	case StatusCompleted, StatusFailed, StatusExpired:
+	case StatusCompleted, StatusFailed, StatusExpired, StatusFinalizing:
 		(&openai.Error{Status: http.StatusConflict, Message: fmt.Sprintf("batch %s is already %s", id, rec.Status),
 			Type: "invalid_request_error", Code: "batch_finished"}).Write(w)
 		return
@@ -645,7 +645,8 @@ func (s *Service) cancel(ctx context.Context, tenant, id string) (*record, error
 		if err != nil {
 			return nil, err
 		}
-		if rec.Status.Final() || rec.Status == StatusCancelling {
+		// A finalizing batch has run every line: it completes.
+		if rec.Status.Final() || rec.Status == StatusCancelling || rec.Status == StatusFinalizing {
 			return rec, nil
 		}
 		rec.Status, rec.CancellingAt = StatusCancelling, s.clock.Now()

@@ -497,3 +497,49 @@ func TestTakeover(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelAfterTakeover stops the Service running a batch while its
+// lines run, cancels the batch, and checks that the Service taking it
+// over adopts the jobs the first one had submitted: their results are
+// kept, and no further line runs.
+func TestCancelAfterTakeover(t *testing.T) {
+	backend := newSimBackend(t, 0)
+	backend.hold()
+	defer backend.release()
+	g := startGateway(t, backend, gatewayOpts{window: 4, lease: time.Second})
+	const n = 40
+	b := g.mustCreate("t", g.mustUpload("t", inputFile(n, "a", sim)).ID)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		rec, err := g.batch.st.batch(t.Context(), "t", b.ID)
+		if err == nil && len(rec.Waiting) == 4 && backend.gated.Load() == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the window never filled: %d at the backend", backend.gated.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.batch.Close()
+	if code, body := g.do(http.MethodPost, "/v1/batches/"+b.ID+"/cancel", "t", "", nil); code != http.StatusOK {
+		t.Fatalf("cancel: %d %s", code, body)
+	}
+	second, err := New(t.Context(), Options{Jobs: g.jobs, Store: g.store, Window: 4, Lease: time.Second, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	g.batch = second
+	// The running lines finish after the takeover.
+	time.Sleep(1500 * time.Millisecond)
+	backend.release()
+	done := g.await("t", b.ID, nil)
+	if done.Status != StatusCancelled || done.RequestCounts.Completed != 4 || done.RequestCounts.Failed != n-4 {
+		t.Fatalf("after the takeover: %s %+v", done.Status, done.RequestCounts)
+	}
+	output := parseFile(t, g.content("t", done.OutputFileID))
+	checkExactlyOnce(t, n, output, parseFile(t, g.content("t", done.ErrorFileID)))
+	if calls := backend.calls.Load(); calls != 4 {
+		t.Fatalf("the backend got %d requests, want the 4 running at the cancel", calls)
+	}
+}

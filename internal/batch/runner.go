@@ -74,14 +74,15 @@ type runner struct {
 	mu       sync.Mutex
 	announce []string // job IDs announced finished
 
-	plan    *plan
-	out     map[string]waiting // job ID → line
-	pending []result           // collected, not yet committed
-	held    map[int]bool       // indexes in pending
-	retry   *request           // a line whose submission failed
-	input   spooled            // the local copy of the input file
-	eof     bool               // every line was read
-	ticks   int
+	plan     *plan
+	out      map[string]waiting // job ID → line
+	pending  []result           // collected, not yet committed
+	held     map[int]bool       // indexes in pending
+	retry    *request           // a line whose submission failed
+	input    spooled            // the local copy of the input file
+	eof      bool               // every line was read
+	outDirty bool               // out changed since the record listed it
+	ticks    int
 }
 
 func newRunner(s *Service, rec *record) *runner {
@@ -146,6 +147,9 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.input = in
 	defer in.Close()
+	if err := r.adoptWaiting(ctx); err != nil {
+		return err
+	}
 	lines := newLineReader(in, r.s.opt.MaxRequestBody+lineSlack)
 
 	t := r.s.clock.NewTicker(tick)
@@ -234,6 +238,41 @@ func (r *runner) loadPlan(ctx context.Context) error {
 	return nil
 }
 
+// adoptWaiting takes over the jobs the record lists as waiting (submitted
+// by a runner that stopped), with their custom_ids from the input file.
+func (r *runner) adoptWaiting(ctx context.Context) error {
+	if len(r.rec.Waiting) == 0 {
+		return nil
+	}
+	jobOf := make(map[int]string, len(r.rec.Waiting))
+	for _, w := range r.rec.Waiting {
+		jobOf[w.Line] = w.Job
+	}
+	err := scanRequests(r.input, r.s.opt.MaxRequestBody+lineSlack, func(req request) error {
+		if id, ok := jobOf[req.index]; ok && !r.rec.Done.has(req.index) {
+			r.out[id] = waiting{index: req.index, customID: req.customID}
+			r.s.watch(id, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reread input file: %w", err)
+	}
+	r.collect(ctx, true) // those that finished meanwhile
+	_, err = r.input.Seek(0, io.SeekStart)
+	return err
+}
+
+// waitingList is r.out as the record lists it, by line.
+func (r *runner) waitingList() []waitingJob {
+	out := make([]waitingJob, 0, len(r.out))
+	for id, w := range r.out {
+		out = append(out, waitingJob{Line: w.index, Job: id})
+	}
+	slices.SortFunc(out, func(a, b waitingJob) int { return a.Line - b.Line })
+	return out
+}
+
 // fill submits lines until the window is full or every line is read.
 func (r *runner) fill(ctx context.Context, lines *lineReader) error {
 	for len(r.out) < r.s.opt.Window && !r.eof {
@@ -297,6 +336,9 @@ func (r *runner) submit(ctx context.Context, req *request) error {
 		r.hold(r.resultOf(w, job))
 		return nil
 	}
+	if _, known := r.out[job.ID]; !known {
+		r.outDirty = true
+	}
 	r.out[job.ID] = w
 	r.s.watch(job.ID, r)
 	return nil
@@ -340,6 +382,7 @@ func (r *runner) collect(ctx context.Context, all bool) {
 			r.hold(r.resultOf(w, job))
 		}
 		delete(r.out, id)
+		r.outDirty = true
 		r.s.unwatch(id)
 	}
 }
@@ -404,8 +447,13 @@ func (r *runner) mutate(ctx context.Context, fn func(*record) error) error {
 // and renews the claim when a third of the lease passed.
 func (r *runner) refresh(ctx context.Context) error {
 	now := r.s.clock.Now()
-	if now.Sub(r.rec.Heartbeat) >= r.s.opt.Lease/3 {
-		return r.mutate(ctx, func(c *record) error { c.Heartbeat = now; return nil })
+	if r.outDirty || now.Sub(r.rec.Heartbeat) >= r.s.opt.Lease/3 {
+		waiting := r.waitingList()
+		if err := r.mutate(ctx, func(c *record) error { c.Heartbeat, c.Waiting = now, waiting; return nil }); err != nil {
+			return err
+		}
+		r.outDirty = false
+		return nil
 	}
 	opCtx, cancel := r.opCtx(ctx)
 	defer cancel()
@@ -463,6 +511,7 @@ func (r *runner) commit(ctx context.Context) error {
 			}
 			c.Segments = append(c.Segments, name)
 			c.Heartbeat = now
+			c.Waiting = r.waitingList()
 			return nil
 		})
 		if errors.Is(err, errStale) {
@@ -477,6 +526,7 @@ func (r *runner) commit(ctx context.Context) error {
 		}
 		r.pending = r.pending[:0]
 		clear(r.held)
+		r.outDirty = false
 	}
 	if len(r.rec.Segments) > maxSegments {
 		if err := r.merge(ctx); err != nil {
@@ -654,7 +704,7 @@ func (r *runner) finish(ctx context.Context, final Status, code string) error {
 			c.ExpiredAt = now
 		}
 		c.OutputFileID, c.ErrorFileID = outID, errID
-		c.Segments, c.Done, c.Owner = nil, nil, ""
+		c.Segments, c.Done, c.Owner, c.Waiting = nil, nil, "", nil
 		return nil
 	})
 	if err != nil {
@@ -740,7 +790,7 @@ func (r *runner) fail(ctx context.Context, code, msg string) error {
 	err := r.mutate(ctx, func(c *record) error {
 		c.Status, c.FailedAt = StatusFailed, now
 		c.Errors = append(c.Errors, lineError{Code: code, Message: msg})
-		c.Segments, c.Done, c.Owner = nil, nil, ""
+		c.Segments, c.Done, c.Owner, c.Waiting = nil, nil, "", nil
 		return nil
 	})
 	if err != nil {
@@ -757,6 +807,7 @@ func (b *record) clone() *record {
 	c.Errors = slices.Clone(b.Errors)
 	c.Done = slices.Clone(b.Done)
 	c.Segments = slices.Clone(b.Segments)
+	c.Waiting = slices.Clone(b.Waiting)
 	return &c
 }
 

@@ -123,8 +123,19 @@ type record struct {
 	// renewed its claim.
 	Owner     string    `json:"owner,omitempty"`
 	Heartbeat time.Time `json:"heartbeat,omitzero"`
+	// Waiting lists the lines whose jobs were submitted and had not
+	// finished, as of the runner's last write (within a tick of
+	// submitting): a runner that resumes the batch cancels or collects
+	// them even when the batch ends before it submits anything.
+	Waiting []waitingJob `json:"waiting,omitempty"`
 
 	rev uint64
+}
+
+// waitingJob is a line and the job running it.
+type waitingJob struct {
+	Line int    `json:"line"`
+	Job  string `json:"job"`
 }
 
 // lineError is one entry of a batch's errors.
