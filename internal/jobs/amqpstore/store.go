@@ -44,6 +44,7 @@ import (
 
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -80,6 +81,10 @@ const (
 	heartbeat = 10 * time.Second
 	// maxReconnectWait caps the backoff between reconnection attempts.
 	maxReconnectWait = 5 * time.Second
+	// getChannels bounds the basic.get calls of one Fetch in flight: each
+	// is a round trip (and a log entry of a quorum queue), so a fetch of
+	// many runs several at once.
+	getChannels = 8
 )
 
 var validPrefix = regexp.MustCompile(`^[a-zA-Z0-9._-]+$`)
@@ -104,14 +109,16 @@ type Store struct {
 // session is one connection with its channels.
 type session struct {
 	conn *amqp.Connection
-	pub  *amqp.Channel // confirm mode
-	sub  *amqp.Channel // consumers
-	dead chan struct{} // closed when the connection closed
+	pub  *amqp.Channel   // confirm mode
+	sub  *amqp.Channel   // declarations
+	get  []*amqp.Channel // basic.get, several at once
+	dead chan struct{}   // closed when the connection closed
 }
 
 // handle is a Delivery's reference to its message.
 type handle struct {
 	sess     *session
+	ch       *amqp.Channel // the channel it was delivered on
 	tag      uint64
 	id       string
 	pool     string
@@ -204,6 +211,13 @@ func (s *Store) connect() (*session, error) {
 	}
 	if sess.sub, err = conn.Channel(); err != nil {
 		return fail(fmt.Errorf("open channel: %w", err))
+	}
+	for range getChannels {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fail(fmt.Errorf("open channel: %w", err))
+		}
+		sess.get = append(sess.get, ch)
 	}
 	for _, p := range jobs.Priorities {
 		if _, err := sess.sub.QueueDeclare(s.queueName(p), true, false, false, false, quorumArgs()); err != nil {
@@ -306,7 +320,7 @@ func (s *Store) reap() {
 	}
 	s.mu.Unlock()
 	for _, h := range lapsed {
-		if err := h.sess.sub.Nack(h.tag, false, true); err != nil {
+		if err := h.ch.Nack(h.tag, false, true); err != nil {
 			s.log.Debug("return lapsed delivery", "job", h.id, "err", err)
 		}
 	}
@@ -442,44 +456,70 @@ func (s *Store) Subscribe(ctx context.Context, fn func(jobs.Event)) error {
 
 // Fetch implements jobs.Store with basic.get: a pull, like the other
 // stores' fetches, so that no gateway holds messages it is not working on
-// (a consumer's prefetch would keep them from idle gateways).
+// (a consumer's prefetch would keep them from idle gateways). Up to
+// getChannels gets run at once; with one, the deliveries keep the queue's
+// order.
 func (s *Store) Fetch(ctx context.Context, p jobs.Priority, n int) ([]*jobs.Delivery, error) {
 	sess, err := s.current()
 	if err != nil {
 		return nil, err
 	}
-	var out []*jobs.Delivery
-	for len(out) < n && ctx.Err() == nil {
-		m, ok, err := sess.sub.Get(s.queueName(p), false)
-		if err != nil {
-			if len(out) > 0 {
-				return out, nil
+	var (
+		mu       sync.Mutex
+		out      []*jobs.Delivery
+		firstErr error
+		left     atomic.Int64
+		wg       sync.WaitGroup
+	)
+	left.Store(int64(n))
+	for _, ch := range sess.get[:min(n, len(sess.get))] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 && ctx.Err() == nil {
+				d, err := s.getOne(ctx, sess, ch, p)
+				mu.Lock()
+				if err != nil {
+					firstErr = cmp.Or(firstErr, err)
+				} else if d != nil {
+					out = append(out, d)
+				}
+				mu.Unlock()
+				if err != nil || d == nil {
+					left.Store(0) // empty, or broken: the others stop too
+					return
+				}
 			}
-			return nil, fmt.Errorf("fetch %s queue: %w", p, err)
-		}
-		if !ok {
-			break
-		}
-		pool, _ := m.Headers["pool"].(string)
-		h := &handle{sess: sess, tag: m.DeliveryTag, id: string(m.Body), pool: pool, prio: p,
-			deadline: time.Now().Add(s.opt.Lease)}
-		s.mu.Lock()
-		s.held[h] = struct{}{}
-		s.mu.Unlock()
-		job, err := s.rec.Lookup(ctx, h.id)
-		if errors.Is(err, jobs.ErrNotFound) {
-			job, err = nil, nil // a stale entry: the Service acks it
-		}
-		if err != nil {
-			s.release(h, true)
-			if len(out) > 0 {
-				return out, nil
-			}
-			return nil, fmt.Errorf("fetch %s queue: %w", p, err)
-		}
-		out = append(out, &jobs.Delivery{Job: job, Priority: p, Handle: h})
+		}()
+	}
+	wg.Wait()
+	if len(out) == 0 && firstErr != nil {
+		return nil, fmt.Errorf("fetch %s queue: %w", p, firstErr)
 	}
 	return out, nil
+}
+
+// getOne takes one message and reads its job; nil when the queue is empty.
+func (s *Store) getOne(ctx context.Context, sess *session, ch *amqp.Channel, p jobs.Priority) (*jobs.Delivery, error) {
+	m, ok, err := ch.Get(s.queueName(p), false)
+	if err != nil || !ok {
+		return nil, err
+	}
+	pool, _ := m.Headers["pool"].(string)
+	h := &handle{sess: sess, ch: ch, tag: m.DeliveryTag, id: string(m.Body), pool: pool, prio: p,
+		deadline: time.Now().Add(s.opt.Lease)}
+	s.mu.Lock()
+	s.held[h] = struct{}{}
+	s.mu.Unlock()
+	job, err := s.rec.Lookup(ctx, h.id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		job, err = nil, nil // a stale entry: the Service acks it
+	}
+	if err != nil {
+		s.release(h, true)
+		return nil, err
+	}
+	return &jobs.Delivery{Job: job, Priority: p, Handle: h}, nil
 }
 
 // settle marks h settled and reports whether it still held its message.
@@ -498,7 +538,7 @@ func (s *Store) settle(h *handle) bool {
 // drops it).
 func (s *Store) release(h *handle, requeue bool) {
 	if s.settle(h) {
-		if err := h.sess.sub.Nack(h.tag, false, requeue); err != nil {
+		if err := h.ch.Nack(h.tag, false, requeue); err != nil {
 			s.log.Debug("return delivery", "job", h.id, "err", err)
 		}
 	}
@@ -538,7 +578,7 @@ func (s *Store) Ack(_ context.Context, d *jobs.Delivery) error {
 	if !s.settle(h) {
 		return nil
 	}
-	if err := h.sess.sub.Ack(h.tag, false); err != nil {
+	if err := h.ch.Ack(h.tag, false); err != nil {
 		return fmt.Errorf("ack job %s: %w", h.id, err)
 	}
 	return nil
@@ -574,7 +614,7 @@ func (s *Store) Requeue(ctx context.Context, d *jobs.Delivery, delay time.Durati
 	if !s.settle(h) {
 		return nil
 	}
-	if err := h.sess.sub.Ack(h.tag, false); err != nil {
+	if err := h.ch.Ack(h.tag, false); err != nil {
 		return fmt.Errorf("requeue job %s: %w", h.id, err)
 	}
 	return nil
