@@ -48,7 +48,7 @@ const (
 	tracePeakWindow = time.Minute / traceSpeedup
 	// traceWarmup is how much of the trace's start is replayed, unmeasured,
 	// before the measured replay.
-	traceWarmup = 10 * time.Second
+	traceWarmup = 20 * time.Second
 )
 
 // traceSimFlags are the trace pools' sims: 20ms to the first token plus
@@ -57,7 +57,7 @@ var traceSimFlags = []string{"--ttft", "20ms", "--prefill-per-token", "50us", "-
 
 // traceAutoscale is the autoscaler's configuration in the trace scenario
 // (max is added). docs/autoscaling.md says why each value.
-const traceAutoscale = "min: 2, target_concurrency: 3, stable_window: 20s, panic_window: 3s, panic_threshold: 1.5, scale_down_delay: 15s"
+const traceAutoscale = "min: 2, target_concurrency: 3.5, stable_window: 12s, panic_window: 3s, panic_threshold: 2, scale_down_delay: 10s"
 
 // traceRequest is one request of the scaled trace.
 type traceRequest struct {
@@ -257,7 +257,11 @@ func runTrace(ctx context.Context, e *env, o *options) (*traceResult, error) {
 	if o.autoscaleMax > 0 {
 		maxReplicas = o.autoscaleMax
 	}
-	res.Autoscale = fmt.Sprintf("{%s, max: %d}", traceAutoscale, maxReplicas)
+	as := traceAutoscale
+	if o.traceAutoscale != "" {
+		as = o.traceAutoscale
+	}
+	res.Autoscale = fmt.Sprintf("{%s, max: %d}", as, maxReplicas)
 	e.logf("trace: %d requests over %v (%.1f req/s mean, %.1f peak); offered concurrency %.1f mean, %.1f peak; fixed pools %d and %d",
 		len(reqs), total.Round(time.Second), res.MeanRate, res.PeakRate, res.MeanConc, res.PeakConc, res.PeakReplicas, res.MeanReplicas)
 
@@ -278,6 +282,9 @@ func runTrace(ctx context.Context, e *env, o *options) (*traceResult, error) {
 		{"fixed-mean", fmt.Sprint(res.MeanReplicas), res.MeanReplicas, ""},
 	}
 	for _, c := range configs {
+		if o.traceConfigs != nil && !o.traceConfigs[c.name] {
+			continue
+		}
 		cfg := tracePoolYAML(c.initial, c.autoscale)
 		run := traceRun{Name: c.name, Replicas: c.replicas, Config: cfg, Failed: map[string]int{}}
 		g, err := e.startGateway(ctx, "trace-"+c.name, cfg)
@@ -372,7 +379,12 @@ func runTrace(ctx context.Context, e *env, o *options) (*traceResult, error) {
 		e.logf("trace: %s: SLO attainment %.3f (TTFT %.3f, e2e %.3f), goodput %.1f req/s, %.0f replica-seconds",
 			c.name, float64(run.SLOAttainment), float64(run.TTFTAttainment), float64(run.E2EAttainment), run.Goodput, run.ReplicaSeconds)
 	}
-	peak, alivePeak := res.Configs[1].ReplicaSeconds, res.Configs[1].AliveReplicaSeconds
+	var peak, alivePeak float64
+	for _, c := range res.Configs {
+		if c.Name == "fixed-peak" {
+			peak, alivePeak = c.ReplicaSeconds, c.AliveReplicaSeconds
+		}
+	}
 	for i := range res.Configs {
 		res.Configs[i].VsPeak = num(ratio(res.Configs[i].ReplicaSeconds, peak))
 		res.Configs[i].AliveVsPeak = num(ratio(res.Configs[i].AliveReplicaSeconds, alivePeak))

@@ -87,6 +87,11 @@ type options struct {
 	trace string
 	// bin is a sluice binary to run instead of building ./cmd/sluice.
 	bin string
+	// traceAutoscale replaces the trace scenario's autoscale settings
+	// (without max); traceConfigs, when set, limits the pools it replays
+	// against. Both are for tuning.
+	traceAutoscale string
+	traceConfigs   map[string]bool
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -109,6 +114,9 @@ Flags:
 	fs.StringVar(&only, "scenarios", strings.Join(defaultScenarios, ","), "comma-separated scenarios to run ("+strings.Join(allScenarios, ", ")+")")
 	fs.StringVar(&o.trace, "trace", "", "trace scenario: the Azure LLM trace CSV (default ../shared/traces/azure-llm-2023-conv.csv from the repository root)")
 	fs.StringVar(&o.bin, "bin", "", "run this sluice binary instead of building ./cmd/sluice")
+	fs.StringVar(&o.traceAutoscale, "trace-autoscale", "", "trace scenario: autoscale settings to try, e.g. \"min: 2, target_concurrency: 3\" (max is added)")
+	var traceConfigs string
+	fs.StringVar(&traceConfigs, "trace-pools", "", "trace scenario: comma-separated pools to replay against (autoscale, fixed-peak, fixed-mean; default all)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the arrival schedules and prompts")
 	fs.BoolVar(&o.keep, "keep-scratch", false, "keep the scratch directory (configs, server logs)")
 	fs.Float64Var(&o.waitLoad, "wait-load", 0, "before starting, wait while the 1-minute load average is above this (0: do not wait)")
@@ -135,6 +143,12 @@ Flags:
 			return nil, fmt.Errorf("-scenarios: unknown scenario %q (known: %s)", name, strings.Join(allScenarios, ","))
 		}
 		o.scenarios[name] = true
+	}
+	if traceConfigs != "" {
+		o.traceConfigs = map[string]bool{}
+		for name := range strings.SplitSeq(traceConfigs, ",") {
+			o.traceConfigs[strings.TrimSpace(name)] = true
+		}
 	}
 	if o.out == "" {
 		o.out = "bench/results"
