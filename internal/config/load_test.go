@@ -245,6 +245,7 @@ func TestFullConfig(t *testing.T) {
 				p.Name = "nomad"
 				p.Models = []string{"nomad-llm"}
 				p.Backends = []Backend{{URL: "http://10.0.0.6:8000", Weight: 1}}
+				p.Cache = PoolCache{TTL: d("1m"), Shared: true}
 				a := DefaultAutoscale()
 				a.Actuator = &Actuator{Webhook: "https://scaler.internal/v1/scale", Timeout: d("30s")}
 				p.Autoscale = &a

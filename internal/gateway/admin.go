@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -48,7 +51,50 @@ func (s *Server) adminHandler() http.Handler {
 		s.jobs.StatsHandler().ServeHTTP(w, r)
 	})
 	mux.HandleFunc("GET /{$}", s.handleUI)
-	return mux
+	return s.guardAdmin(mux)
+}
+
+// guardAdmin protects the admin API. With admin.token set, every request
+// but the probes (/healthz, /readyz) must carry it as a Bearer token. A
+// request that changes state (any method but GET and HEAD) is refused when
+// a browser sent it from another origin — so a page an operator visits
+// cannot make their browser reload the gateway — whatever the token.
+func (s *Server) guardAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+			if token := s.Config().Admin.Token; token != "" {
+				got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+				if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="sluice admin"`)
+					openai.Unauthorized("the admin API needs Authorization: Bearer <admin.token>").Write(w)
+					return
+				}
+			}
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && crossOrigin(r) {
+			e := openai.Forbidden("cross-origin " + r.Method + " to the admin API refused")
+			e.Code = "cross_origin"
+			e.Write(w)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// crossOrigin reports whether a browser sent r from a page of another
+// origin: Sec-Fetch-Site says so, or Origin names a host other than the
+// one r was sent to. Clients that are not browsers (curl, kubectl, scripts)
+// send neither header.
+func crossOrigin(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	return err != nil || !strings.EqualFold(u.Host, r.Host)
 }
 
 // PoolStatus is one pool in GET /api/pools.
@@ -105,6 +151,10 @@ func (s *Server) PoolStatuses() []PoolStatus {
 		s.mu.Lock()
 		rs := s.sets[p.Name()]
 		ks := s.kubes[p.Name()]
+		var ctl *autoscale.Controller
+		if rs != nil {
+			ctl = rs.ctl // written under s.mu by reloads
+		}
 		s.mu.Unlock()
 		if ks != nil {
 			st, d, desired := ks.status()
@@ -117,8 +167,8 @@ func (s *Server) PoolStatuses() []PoolStatus {
 			st := rs.set.Status()
 			ps.Process = &st
 			ps.Replicas.Desired = st.Desired
-			if rs.ctl != nil {
-				if d, ok := rs.ctl.Last(); ok {
+			if ctl != nil {
+				if d, ok := ctl.Last(); ok {
 					ps.Autoscaler = &d
 				}
 			}

@@ -33,35 +33,77 @@ type kubeSet struct {
 	wg     sync.WaitGroup
 }
 
-// reconcileKubeLocked creates discovery (and scaling) for new kubernetes
-// pools, replaces it where the kubernetes block changed, and applies
-// autoscale changes in place.
-func (s *Server) reconcileKubeLocked(cfg *config.Config, pools map[string]*upstream.Pool) (created []string, err error) {
+// kubePlan is the prepared change of the kubernetes pools.
+type kubePlan struct {
+	created map[string]*kubeSet // new or replacing discovery, not started
+}
+
+func (kp *kubePlan) discard() {
+	if kp == nil {
+		return
+	}
+	for _, ks := range kp.created {
+		ks.stop()
+	}
+}
+
+// prepareKubeLocked builds discovery (and scaling) for new kubernetes pools
+// and for those whose kubernetes block changed; the running ones keep
+// running until the commit.
+func (s *Server) prepareKubeLocked(cfg *config.Config, pools map[string]*upstream.Pool) (*kubePlan, error) {
+	plan := &kubePlan{created: make(map[string]*kubeSet)}
 	for i := range cfg.Pools {
 		pc := &cfg.Pools[i]
 		if pc.Kubernetes == nil {
 			continue
 		}
 		if ks, ok := s.kubes[pc.Name]; ok && reflect.DeepEqual(ks.cfg, *pc.Kubernetes) && (ks.work != nil) == (pc.Autoscale != nil) {
+			continue
+		}
+		ks, err := s.newKubeSet(pc, pools[pc.Name])
+		if err != nil {
+			plan.discard()
+			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
+		}
+		plan.created[pc.Name] = ks
+	}
+	return plan, nil
+}
+
+// commitKubeLocked applies autoscale changes in place, swaps in the new
+// discovery (stopping what it replaces) and stops that of pools that left.
+func (s *Server) commitKubeLocked(cfg *config.Config, plan *kubePlan) (created []string) {
+	for i := range cfg.Pools {
+		pc := &cfg.Pools[i]
+		if pc.Kubernetes == nil {
+			continue
+		}
+		if _, replaced := plan.created[pc.Name]; replaced {
+			continue
+		}
+		if ks, ok := s.kubes[pc.Name]; ok {
 			ks.mu.Lock()
 			ks.autoscale = pc.Autoscale
 			if ks.ctl != nil && pc.Autoscale != nil {
 				ks.ctl.Reconfigure(*pc.Autoscale)
 			}
 			ks.mu.Unlock()
-			continue
 		}
-		ks, err := s.newKubeSet(pc, pools[pc.Name])
-		if err != nil {
-			return created, fmt.Errorf("pool %s: %w", pc.Name, err)
-		}
-		if old, ok := s.kubes[pc.Name]; ok {
-			s.removed.Go(func() { old.stop() })
-		}
-		s.kubes[pc.Name] = ks
-		created = append(created, pc.Name)
 	}
-	return created, nil
+	for name, ks := range plan.created {
+		if old, ok := s.kubes[name]; ok {
+			s.removed.Go(old.stop)
+		}
+		s.kubes[name] = ks
+		created = append(created, name)
+	}
+	for name, ks := range s.kubes {
+		if pc := cfg.PoolByName(name); pc == nil || pc.Kubernetes == nil {
+			delete(s.kubes, name)
+			s.removed.Go(ks.stop)
+		}
+	}
+	return created
 }
 
 func (s *Server) newKubeSet(pc *config.Pool, pool *upstream.Pool) (*kubeSet, error) {

@@ -24,37 +24,71 @@ type replicaSet struct {
 	wg        sync.WaitGroup
 }
 
-// reconcileReplicasLocked creates supervisors for new process pools and
-// reconfigures the ones that stay. It runs before the routing table swaps;
-// created sets start in Run (or at once when Run is already running).
-func (s *Server) reconcileReplicasLocked(cfg *config.Config, pools map[string]*upstream.Pool) (created []string, err error) {
+// setPlan is the prepared change of the process pools' supervisors.
+type setPlan struct {
+	created map[string]*replicaSet // new supervisors, not started
+}
+
+// prepareReplicasLocked builds supervisors for new process pools and checks
+// that the ones that stay accept their new process block (a throwaway set
+// parses it: building one starts nothing), so the commit cannot fail.
+func (s *Server) prepareReplicasLocked(cfg *config.Config, pools map[string]*upstream.Pool) (*setPlan, error) {
+	plan := &setPlan{created: make(map[string]*replicaSet)}
 	for i := range cfg.Pools {
 		pc := &cfg.Pools[i]
 		if pc.Process == nil {
 			continue
 		}
 		pool := pools[pc.Name]
-		if rs, ok := s.sets[pc.Name]; ok {
-			if err := rs.set.Reconfigure(pc.Process); err != nil {
-				return created, fmt.Errorf("pool %s: %w", pc.Name, err)
-			}
-			s.reconfigureAutoscaleLocked(rs, pc, pool)
-			continue
-		}
 		set, err := replicas.NewProcessSet(pc.Name, pc.Process, pool, replicas.Options{Logger: s.logger, Executable: s.exe})
 		if err != nil {
-			return created, fmt.Errorf("pool %s: %w", pc.Name, err)
+			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
+		}
+		if _, ok := s.sets[pc.Name]; ok {
+			continue
 		}
 		rs := &replicaSet{set: set}
 		if pc.Autoscale != nil {
 			if rs.ctl, err = s.newController(pc, pool, set); err != nil {
-				return created, err
+				return nil, err
 			}
 		}
-		s.sets[pc.Name] = rs
-		created = append(created, pc.Name)
+		plan.created[pc.Name] = rs
 	}
-	return created, nil
+	return plan, nil
+}
+
+// commitReplicasLocked reconfigures the supervisors that stay, adds the new
+// ones and stops those of pools that left; it returns the new ones' names
+// (started by the caller when the server runs).
+func (s *Server) commitReplicasLocked(cfg *config.Config, plan *setPlan) (created []string) {
+	for i := range cfg.Pools {
+		pc := &cfg.Pools[i]
+		if pc.Process == nil {
+			continue
+		}
+		if rs, ok := s.sets[pc.Name]; ok {
+			if err := rs.set.Reconfigure(pc.Process); err != nil {
+				// Prepare parsed the same block; only the environment
+				// (the executable) could have changed in between.
+				s.logger.Error("replicas keep their previous command", "pool", pc.Name, "err", err)
+			}
+			s.reconfigureAutoscaleLocked(rs, pc, s.pools[pc.Name])
+		}
+	}
+	for name, rs := range plan.created {
+		s.sets[name] = rs
+		created = append(created, name)
+	}
+	for name, rs := range s.sets {
+		if pc := cfg.PoolByName(name); pc == nil || pc.Process == nil {
+			delete(s.sets, name)
+			s.autoscaleMetrics.Forget(name)
+			timeout := cfg.Limits.DrainTimeout.D()
+			s.removed.Go(func() { s.stopSet(name, rs, timeout) })
+		}
+	}
+	return created
 }
 
 func (s *Server) newController(pc *config.Pool, pool *upstream.Pool, set *replicas.ProcessSet) (*autoscale.Controller, error) {

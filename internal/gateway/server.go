@@ -143,57 +143,50 @@ func (s *Server) Pool(name string) *upstream.Pool { return s.table.Load().pools[
 // Config is the config in force.
 func (s *Server) Config() *config.Config { return s.table.Load().cfg }
 
-// apply builds pools for cfg, reusing pools (and so backends' health and load
-// state, and connection pools) whose names stay, then swaps the routing
-// table. Pools that left the config are closed after the swap; requests in
-// flight on them finish.
+// apply applies cfg in two phases. Prepare builds everything the new
+// config needs — pool changes, new pools, the routing table, replica
+// supervisors, Kubernetes discovery, the authenticator — and may fail
+// without touching anything that runs. Commit swaps it all in and cannot
+// fail. Pools whose names stay keep their backends' health and load state
+// and their connection pools; pools that left the config are closed after
+// the swap (requests in flight on them finish).
 func (s *Server) apply(cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	next := make(map[string]*upstream.Pool, len(cfg.Pools))
-	var created []*upstream.Pool
-	for i := range cfg.Pools {
-		pc := &cfg.Pools[i]
-		if p, ok := s.pools[pc.Name]; ok {
-			if err := p.Reconfigure(pc); err != nil {
-				return err
-			}
-			next[pc.Name] = p
-			continue
+	next, changes, created, err := s.preparePoolsLocked(cfg)
+	discard := func() {
+		for _, c := range changes {
+			c.Discard()
 		}
-		p, err := upstream.NewPool(pc, upstream.Options{Logger: s.logger, Clock: s.opts.Clock, Metrics: s.metrics})
-		if err != nil {
-			for _, c := range created {
-				c.Close()
-			}
-			return err
+		for _, p := range created {
+			p.Close()
 		}
-		next[pc.Name] = p
-		created = append(created, p)
+	}
+	if err != nil {
+		discard()
+		return err
 	}
 	t, err := buildTable(cfg, next)
-	var newSets []string
-	var newKubes []string
+	var sets *setPlan
+	var kubes *kubePlan
 	if err == nil {
-		newSets, err = s.reconcileReplicasLocked(cfg, next)
+		sets, err = s.prepareReplicasLocked(cfg, next)
 	}
 	if err == nil {
-		newKubes, err = s.reconcileKubeLocked(cfg, next)
+		kubes, err = s.prepareKubeLocked(cfg, next)
 	}
 	if err == nil {
 		t.auth, err = s.authenticatorFor(cfg)
 	}
 	if err != nil {
-		for _, c := range created {
-			c.Close()
-		}
-		for _, name := range newSets {
-			delete(s.sets, name)
-		}
-		for _, name := range newKubes {
-			delete(s.kubes, name)
-		}
+		discard()
+		kubes.discard()
 		return err
+	}
+
+	// Commit: nothing below can fail.
+	for _, c := range changes {
+		c.Commit()
 	}
 	if old := s.table.Swap(t); old != nil && old.auth != nil && old.auth != t.auth {
 		old.auth.Close()
@@ -203,21 +196,9 @@ func (s *Server) apply(cfg *config.Config) error {
 			p.Close()
 		}
 	}
-	for name, rs := range s.sets {
-		if pc := cfg.PoolByName(name); pc == nil || pc.Process == nil {
-			delete(s.sets, name)
-			s.autoscaleMetrics.Forget(name)
-			timeout := s.table.Load().cfg.Limits.DrainTimeout.D()
-			s.removed.Go(func() { s.stopSet(name, rs, timeout) })
-		}
-	}
-	for name, ks := range s.kubes {
-		if pc := cfg.PoolByName(name); pc == nil || pc.Kubernetes == nil {
-			delete(s.kubes, name)
-			s.removed.Go(ks.stop)
-		}
-	}
 	s.pools = next
+	newSets := s.commitReplicasLocked(cfg, sets)
+	newKubes := s.commitKubeLocked(cfg, kubes)
 	if s.runCtx != nil {
 		for _, p := range created {
 			p.Start(s.runCtx)
@@ -230,6 +211,31 @@ func (s *Server) apply(cfg *config.Config) error {
 		}
 	}
 	return nil
+}
+
+// preparePoolsLocked prepares a change for every pool that stays and builds
+// the pools that are new.
+func (s *Server) preparePoolsLocked(cfg *config.Config) (next map[string]*upstream.Pool, changes []*upstream.Change, created []*upstream.Pool, err error) {
+	next = make(map[string]*upstream.Pool, len(cfg.Pools))
+	for i := range cfg.Pools {
+		pc := &cfg.Pools[i]
+		if p, ok := s.pools[pc.Name]; ok {
+			c, err := p.Prepare(pc)
+			if err != nil {
+				return nil, changes, created, err
+			}
+			changes = append(changes, c)
+			next[pc.Name] = p
+			continue
+		}
+		p, err := upstream.NewPool(pc, upstream.Options{Logger: s.logger, Clock: s.opts.Clock, Metrics: s.metrics})
+		if err != nil {
+			return nil, changes, created, err
+		}
+		next[pc.Name] = p
+		created = append(created, p)
+	}
+	return next, changes, created, nil
 }
 
 // Reload reads the config again and applies it. An invalid config leaves the
@@ -287,6 +293,27 @@ func (s *Server) Run(ctx context.Context) error {
 		a := adminLn.Addr().String()
 		s.adminAddr.Store(&a)
 	}
+	// Every listener is bound before anything starts, so one that cannot
+	// be leaves nothing running behind.
+	var kedaLn net.Listener
+	if cfg.KEDA.Listen != "" {
+		if kedaLn, err = net.Listen("tcp", cfg.KEDA.Listen); err != nil {
+			dataLn.Close()
+			if adminLn != nil {
+				adminLn.Close()
+			}
+			return fmt.Errorf("keda listen %s: %w", cfg.KEDA.Listen, err)
+		}
+	}
+	closeListeners := func() {
+		dataLn.Close()
+		if adminLn != nil {
+			adminLn.Close()
+		}
+		if kedaLn != nil {
+			kedaLn.Close()
+		}
+	}
 	d := dataLn.Addr().String()
 	s.dataAddr.Store(&d)
 
@@ -304,10 +331,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if cfg.TLS != nil {
 		certs, err = newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
-			dataLn.Close()
-			if adminLn != nil {
-				adminLn.Close()
-			}
+			closeListeners()
 			return err
 		}
 		data.Protocols.SetHTTP2(true)
@@ -317,10 +341,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	if err := s.openJobs(runCtx, cfg); err != nil {
-		dataLn.Close()
-		if adminLn != nil {
-			adminLn.Close()
-		}
+		closeListeners()
 		return err
 	}
 
@@ -363,13 +384,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if cfg.Path != "" {
 		g.Go(func() error { s.watchConfig(runCtx, cfg.Path); return nil })
 	}
-	if cfg.KEDA.Listen != "" {
-		kedaLn, err := net.Listen("tcp", cfg.KEDA.Listen)
-		if err != nil {
-			stopBackground()
-			data.Close()
-			return fmt.Errorf("keda listen %s: %w", cfg.KEDA.Listen, err)
-		}
+	if kedaLn != nil {
 		g.Go(func() error { return s.serveKEDA(gctx, kedaLn) })
 	}
 	s.ready.Store(true)

@@ -1,0 +1,5 @@
+package proxy
+
+import "runtime"
+
+func runtimeGosched() { runtime.Gosched() }
