@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 	"strings"
+	"time"
 
 	"github.com/sluice-ai/sluice/internal/auth"
 	"github.com/sluice-ai/sluice/internal/config"

@@ -256,6 +256,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a u
 	a.Done(o)
 	return "", true
 }
+
 // outRequest builds the upstream request for an attempt to b.
 func (p *Proxy) outRequest(r *http.Request, pr *Request, a upstream.Attempt) *http.Request {
 	t := a.Backend().Target()
