@@ -1,6 +1,10 @@
 package balancer
 
-import "math/rand/v2"
+import (
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+)
 
 // Interface guards.
 var (
@@ -52,7 +56,15 @@ func (p *P2C) Pick(cands []Backend, _ string) Backend {
 // ready to use and draws from the runtime's lock-free generator.
 type P2CEWMA struct {
 	rng source
+	// median caches medianCost (math.Float64bits), refreshed on one pick
+	// in medianEvery so that a pick reads one atomic instead of every
+	// candidate's estimate.
+	median atomic.Uint64
 }
+
+// medianEvery is how often, in picks, P2CEWMA recomputes the candidates'
+// median estimate (at random, so concurrent picks share no counter).
+const medianEvery = 16
 
 // NewP2CEWMA returns a P2CEWMA that draws from src; nil means the runtime's
 // lock-free generator. A non-nil src (for reproducible tests) is used under a
@@ -63,7 +75,24 @@ func NewP2CEWMA(src rand.Source) *P2CEWMA {
 	return p
 }
 
-// Pick returns the cheaper of two distinct random candidates.
+// SlowFactor marks a slow replica for p2c_ewma: a candidate whose latency
+// estimate is more than SlowFactor times the median of the candidates'
+// sampled estimates is left out while a candidate that is not slow remains.
+// Without the rule p2c_ewma keeps trickling requests to a replica several
+// times slower than the rest whenever its rival happens to have more in
+// flight: with long streams the healthy replicas always do, and one request
+// in a hundred sent to an 8× slower replica is the whole p99. The median,
+// not the fastest, is the reference, so one fast replica does not make the
+// others look slow. The rule needs three sampled candidates: with two there
+// is no majority to say which one is out of line.
+const SlowFactor = 3
+
+// maxMedian bounds the candidates whose estimates form the median: the
+// scratch lives on the stack, so a pick allocates nothing.
+const maxMedian = 64
+
+// Pick returns the cheaper of two distinct random candidates, leaving out
+// slow ones (see SlowFactor).
 func (p *P2CEWMA) Pick(cands []Backend, _ string) Backend {
 	if len(cands) == 1 {
 		return cands[0]
@@ -71,6 +100,21 @@ func (p *P2CEWMA) Pick(cands []Backend, _ string) Backend {
 	i, j := p.rng.two(len(cands))
 	a, b := cands[i], cands[j]
 	ca, cb := a.Cost(), b.Cost()
+	if len(cands) >= 3 {
+		if limit := SlowFactor * p.medianOf(cands); limit > 0 {
+			slowA, slowB := ca > limit, cb > limit
+			switch {
+			case slowA && slowB:
+				if c := p.pickFast(cands, limit); c != nil {
+					return c
+				}
+			case slowA:
+				return b
+			case slowB:
+				return a
+			}
+		}
+	}
 	switch {
 	case ca == 0 && cb == 0:
 		ca, cb = 1, 1
@@ -83,4 +127,86 @@ func (p *P2CEWMA) Pick(cands []Backend, _ string) Backend {
 		return b
 	}
 	return a
+}
+
+// medianOf returns the cached median estimate of cands, recomputing it now
+// and then and whenever none is cached.
+func (p *P2CEWMA) medianOf(cands []Backend) float64 {
+	m := math.Float64frombits(p.median.Load())
+	if m == 0 || p.rng.intN(medianEvery) == 0 {
+		m = medianCost(cands)
+		p.median.Store(math.Float64bits(m))
+	}
+	return m
+}
+
+// pickFast returns the candidate with the fewest requests in flight among
+// those whose estimate is at most limit (ties to the first seen from a
+// random start), or nil when every candidate is slow.
+func (p *P2CEWMA) pickFast(cands []Backend, limit float64) Backend {
+	var best Backend
+	start := p.rng.intN(len(cands))
+	for k := range cands {
+		c := cands[(start+k)%len(cands)]
+		if c.Cost() > limit {
+			continue
+		}
+		if best == nil || c.InFlight() < best.InFlight() {
+			best = c
+		}
+	}
+	return best
+}
+
+// medianCost is the median of the candidates' sampled latency estimates
+// (the lower middle one for an even count), or 0 when fewer than three
+// have a sample. Only the first maxMedian candidates are read.
+func medianCost(cands []Backend) float64 {
+	var buf [maxMedian]float64
+	n := 0
+	for _, c := range cands {
+		if n == len(buf) {
+			break
+		}
+		if v := c.Cost(); v > 0 {
+			buf[n] = v
+			n++
+		}
+	}
+	if n < 3 {
+		return 0
+	}
+	return selectNth(buf[:n], (n-1)/2)
+}
+
+// selectNth reorders s and returns its k-th smallest element (Hoare's
+// quickselect with a middle pivot; s is small).
+func selectNth(s []float64, k int) float64 {
+	lo, hi := 0, len(s)-1
+	for lo < hi {
+		pivot := s[(lo+hi)/2]
+		i, j := lo, hi
+		for i <= j {
+			for s[i] < pivot {
+				i++
+			}
+			for s[j] > pivot {
+				j--
+			}
+			if i <= j {
+				s[i], s[j] = s[j], s[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return s[k]
+		}
+	}
+	return s[k]
 }
