@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +48,47 @@ func scrape(metricsURL string) prometheus.Gatherer {
 	})
 }
 
+// sluiceBin builds the binary once for the package's tests.
+func sluiceBin(t *testing.T) string {
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sluice-console-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binDir = dir
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			binErr = err
+			return
+		}
+		bin = filepath.Join(dir, "sluice")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build ./cmd/sluice: %v\n%s", err, b)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return bin
+}
+
+var (
+	binOnce     sync.Once
+	bin, binDir string
+	binErr      error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 var testTenants = func() []console.TenantLimits {
 	return []console.TenantLimits{{Name: "team-a", RPM: 10}, {Name: "team-b", TPM: 100000000, Concurrency: 256}}
 }
@@ -66,7 +109,7 @@ func serve(t *testing.T, admin string) *httptest.Server {
 }
 
 func TestStatsFromALiveGateway(t *testing.T) {
-	g := consoletest.Start(t, consoletest.Build(t))
+	g := consoletest.Start(t, sluiceBin(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
 	g.Load(ctx)
@@ -146,7 +189,7 @@ type browserResult struct {
 // checks that numbers and charts update; it saves docs/console.png.
 func TestConsoleInABrowser(t *testing.T) {
 	chromium, node := lookBrowser(t)
-	g := consoletest.Start(t, consoletest.Build(t))
+	g := consoletest.Start(t, sluiceBin(t))
 	srv := serve(t, g.Admin)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
@@ -156,7 +199,12 @@ func TestConsoleInABrowser(t *testing.T) {
 
 	dir := t.TempDir()
 	shot := filepath.Join(dir, "console.png")
-	cmd := exec.CommandContext(ctx, node, "testdata/console_browser.js", srv.URL, chromium, filepath.Join(dir, "profile"), shot)
+	args := []string{"testdata/console_browser.js", srv.URL, chromium, filepath.Join(dir, "profile"), shot}
+	update := os.Getenv("SLUICE_UPDATE_SCREENSHOT") != ""
+	if update {
+		args = append(args, "15") // half a minute of history for docs/console.png
+	}
+	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+nodeModules())
 	out, err := cmd.Output()
 	if err != nil {
@@ -209,7 +257,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	if err != nil || len(png) < 10000 {
 		t.Fatalf("screenshot: %v (%d bytes)", err, len(png))
 	}
-	if os.Getenv("SLUICE_UPDATE_SCREENSHOT") != "" {
+	if update {
 		if err := os.WriteFile("../../docs/console.png", png, 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -1,10 +1,10 @@
 // Drives the console in headless Chromium: reads its numbers twice, a few
 // seconds apart, filters the backend table, and takes a screenshot. Prints
 // one JSON object for console_test.go.
-// Usage: node console_browser.js URL CHROMIUM PROFILE_DIR SCREENSHOT
+// Usage: node console_browser.js URL CHROMIUM PROFILE_DIR SCREENSHOT [HISTORY_POINTS]
 const { chromium } = require("playwright-core");
 
-const [url, executablePath, profile, screenshot] = process.argv.slice(2);
+const [url, executablePath, profile, screenshot, history] = process.argv.slice(2);
 
 async function read(page) {
   return page.evaluate(() => {
@@ -49,8 +49,8 @@ async function read(page) {
       return tr && parseFloat(tr.children[2].textContent) > 0 && window.sluiceConsole.decisions > 0;
     }, null, { timeout: 30000 }).catch(() => {});
     const later = await read(page);
-    // Half a minute of history makes a screenshot worth reading.
-    await page.waitForFunction(() => window.sluiceConsole.points >= 15, null, { timeout: 45000 }).catch(() => {});
+    // For the docs, some history makes a screenshot worth reading.
+    if (history) await page.waitForFunction((n) => window.sluiceConsole.points >= n, Number(history), { timeout: 45000 }).catch(() => {});
     await page.screenshot({ path: screenshot, fullPage: true });
     await page.fill("#filter", "tiny");
     const filtered = await page.evaluate(() => document.querySelectorAll("#backends tbody tr").length);
