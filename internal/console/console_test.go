@@ -89,6 +89,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+const adminToken = "admin-t0ken"
+
 var testTenants = func() []console.TenantLimits {
 	return []console.TenantLimits{{Name: "team-a", RPM: 10}, {Name: "team-b", TPM: 100000000, Concurrency: 256}}
 }
@@ -103,7 +105,16 @@ func serve(t *testing.T, admin string) *httptest.Server {
 		mux.Handle(p, proxy)
 	}
 	mux.Handle("GET /", console.Handler(console.Options{Gatherer: scrape(admin + "/metrics"), Tenants: testTenants}))
-	srv := httptest.NewServer(mux)
+	// Like the gateway with admin.token set: the API needs the token, the
+	// page and its assets do not.
+	guarded := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") && r.Header.Get("Authorization") != "Bearer "+adminToken {
+			http.Error(w, "token", http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(guarded)
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -199,7 +210,7 @@ func TestConsoleInABrowser(t *testing.T) {
 
 	dir := t.TempDir()
 	shot := filepath.Join(dir, "console.png")
-	args := []string{"testdata/console_browser.js", srv.URL, chromium, filepath.Join(dir, "profile"), shot}
+	args := []string{"testdata/console_browser.js", srv.URL, chromium, filepath.Join(dir, "profile"), shot, adminToken}
 	update := os.Getenv("SLUICE_UPDATE_SCREENSHOT") != ""
 	if update {
 		args = append(args, "15") // half a minute of history for docs/console.png

@@ -19,11 +19,25 @@
     return v >= 10 || v === 0 ? v.toFixed(0) : v.toFixed(1);
   }
   function esc(s) { return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c])); }
+  // With admin.token set, the API needs it as a Bearer token: the page asks
+  // for it once and keeps it for this tab only (sessionStorage).
   async function get(path) {
-    const r = await fetch(path, { cache: "no-store" });
+    const token = sessionStorage.getItem("sluice-admin-token");
+    const r = await fetch(path, { cache: "no-store", headers: token ? { Authorization: "Bearer " + token } : {} });
+    if (r.status === 401) {
+      $("auth").hidden = false;
+      throw new Error("the admin API needs its token");
+    }
     if (!r.ok) throw new Error(path + ": " + r.status);
     return r.json();
   }
+  $("auth").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem("sluice-admin-token", $("token").value);
+    $("token").value = "";
+    $("auth").hidden = true;
+    poll();
+  });
 
   // quantile of the histogram of observations between two cumulative
   // snapshots, interpolated linearly inside the bucket as Prometheus does.

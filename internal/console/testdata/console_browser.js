@@ -1,10 +1,10 @@
 // Drives the console in headless Chromium: reads its numbers twice, a few
 // seconds apart, filters the backend table, and takes a screenshot. Prints
 // one JSON object for console_test.go.
-// Usage: node console_browser.js URL CHROMIUM PROFILE_DIR SCREENSHOT [HISTORY_POINTS]
+// Usage: node console_browser.js URL CHROMIUM PROFILE_DIR SCREENSHOT TOKEN [HISTORY_POINTS]
 const { chromium } = require("playwright-core");
 
-const [url, executablePath, profile, screenshot, history] = process.argv.slice(2);
+const [url, executablePath, profile, screenshot, token, history] = process.argv.slice(2);
 
 async function read(page) {
   return page.evaluate(() => {
@@ -38,8 +38,13 @@ async function read(page) {
   try {
     const page = await context.newPage();
     page.on("pageerror", (e) => errors.push(String(e)));
-    page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+    // The 401s before the token is given are expected.
+    page.on("console", (m) => { if (m.type() === "error" && !m.text().includes("401")) errors.push(m.text()); });
     await page.goto(url, { waitUntil: "load" });
+    // The API answers 401 until the page is given the admin token.
+    await page.waitForSelector("#auth:not([hidden])", { timeout: 30000 });
+    await page.fill("#token", token);
+    await page.click("#auth button");
     await page.waitForFunction(() => window.sluiceConsole && window.sluiceConsole.points >= 3, null, { timeout: 30000 });
     const first = await read(page);
     await page.waitForFunction((n) => window.sluiceConsole.points >= n, first.points + 3, { timeout: 30000 });
