@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluice-ai/sluice/internal/autoscale"
+	"github.com/sluice-ai/sluice/internal/kvroute"
 	"github.com/sluice-ai/sluice/internal/openai"
 	"github.com/sluice-ai/sluice/internal/replicas"
 )
@@ -114,6 +115,9 @@ type PoolStatus struct {
 	// Autoscaler is the last autoscaling decision with its inputs and
 	// reason (autoscaled pools only).
 	Autoscaler *autoscale.Decision `json:"autoscaler,omitempty"`
+	// KVAware is the kv_aware router's index and score inputs (kv_aware
+	// pools only).
+	KVAware *kvroute.Status `json:"kv_aware,omitempty"`
 }
 
 // ReplicaCounts are a pool's desired and ready replica counts.
@@ -141,6 +145,7 @@ func (s *Server) PoolStatuses() []PoolStatus {
 	for i, p := range t.order {
 		pc := &t.cfg.Pools[i]
 		ps := PoolStatus{Name: p.Name(), Models: pc.Models, Balancer: p.BalancerName(), InFlight: p.InFlight(), QueueDepth: p.QueueDepth(), Backends: []BackendStatus{}}
+		ps.KVAware = p.KVStatus()
 		for _, b := range p.Backends() {
 			ps.Backends = append(ps.Backends, BackendStatus{
 				URL: b.Key(), State: b.State().String(), InFlight: b.InFlight(),

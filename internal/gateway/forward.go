@@ -16,6 +16,8 @@ import (
 // usage is observed on the way for settle.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, t *table, x *exchange) {
 	pr := &proxy.Request{Pool: x.pool, HashKey: x.hashKey, Priority: x.priority, Body: x.body, RequestID: x.reqID}
+	pr.Prompt = x.pool.HashPrompt(x.body) // nil unless the pool is kv_aware
+	defer pr.Prompt.Release()
 	pr.Observe = func(h http.Header, p []byte) {
 		if x.usage == nil {
 			x.usage = openai.NewUsageScanner(h.Get("Content-Type"))

@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-ai/sluice/internal/config"
 	"github.com/sluice-ai/sluice/internal/jobs"
 	"github.com/sluice-ai/sluice/internal/jobs/jobstore"
+	"github.com/sluice-ai/sluice/internal/kvroute"
 	"github.com/sluice-ai/sluice/internal/metrics"
 	"github.com/sluice-ai/sluice/internal/proxy"
 	"github.com/sluice-ai/sluice/internal/ratelimit"
@@ -53,6 +54,7 @@ type Server struct {
 	opts    Options
 	reg     *prometheus.Registry
 	metrics *metrics.Gateway
+	kvm     *kvroute.Metrics // the kv_aware routers' metrics, shared by every pool
 	proxy   *proxy.Proxy
 	started time.Time
 
@@ -106,6 +108,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		opts:      opts,
 		reg:       reg,
 		metrics:   metrics.NewGateway(reg),
+		kvm:       kvroute.NewMetrics(reg),
 		proxy:     proxy.New(opts.Logger, opts.Clock),
 		started:   time.Now(),
 		pools:     make(map[string]*upstream.Pool),
@@ -228,7 +231,7 @@ func (s *Server) preparePoolsLocked(cfg *config.Config) (next map[string]*upstre
 			next[pc.Name] = p
 			continue
 		}
-		p, err := upstream.NewPool(pc, upstream.Options{Logger: s.logger, Clock: s.opts.Clock, Metrics: s.metrics})
+		p, err := upstream.NewPool(pc, upstream.Options{Logger: s.logger, Clock: s.opts.Clock, Metrics: s.metrics, KVMetrics: s.kvm, Redis: s.redis})
 		if err != nil {
 			return nil, changes, created, err
 		}

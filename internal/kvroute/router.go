@@ -274,14 +274,22 @@ func (r *Router) Config() Config {
 // new router (another index size or TTL, scrape settings, prompt limit or
 // pool name). A config reload can thus keep the index through a re-tuning.
 func (r *Router) Reconfigure(cfg Config) bool {
+	if !r.Fits(cfg) {
+		return false
+	}
+	cfg.fill()
+	r.tune.Store(&tuning{weights: cfg.Weights, loadFactor: cfg.LoadFactor})
+	return true
+}
+
+// Fits reports whether Reconfigure would apply cfg to this router, without
+// applying it: a reload can then decide, before it commits anything,
+// whether it needs a new router.
+func (r *Router) Fits(cfg Config) bool {
 	cfg.fill()
 	cur := r.cfg
 	cur.Weights, cur.LoadFactor = cfg.Weights, cfg.LoadFactor
-	if cur != cfg {
-		return false
-	}
-	r.tune.Store(&tuning{weights: cfg.Weights, loadFactor: cfg.LoadFactor})
-	return true
+	return cur == cfg
 }
 
 // HashPrompt is HashPrompt with the router's MaxBlocks.

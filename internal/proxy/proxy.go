@@ -55,6 +55,9 @@ type Request struct {
 	Pool *upstream.Pool
 	// HashKey is the consistent_hash key ("" when not hashing).
 	HashKey string
+	// Prompt is the body's prompt blocks for a kv_aware pool
+	// (upstream.Pool.HashPrompt); nil routes by load alone.
+	Prompt *upstream.Prompt
 	// Priority orders the request if it must wait for a backend.
 	Priority upstream.Priority
 	// Body is the request body when the gateway already read it (it can then
@@ -123,7 +126,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Resul
 		last *upstream.Backend
 	)
 	for attempt := 1; ; attempt++ {
-		a, err := pool.Try(r.Context(), pr.HashKey, pr.Priority, last)
+		a, err := pool.Try(r.Context(), pr.HashKey, pr.Prompt, pr.Priority, last)
 		if err != nil {
 			if r.Context().Err() != nil {
 				res.Status, res.Err = StatusClientClosed, r.Context().Err()
@@ -251,6 +254,9 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a u
 	o := upstream.Outcome{Status: resp.StatusCode, Failed: resp.StatusCode >= 500 || broken, Latency: rtt}
 	if !first.IsZero() {
 		o.Latency = first.Sub(sent)
+		if resp.StatusCode < 400 {
+			o.FirstToken = o.Latency
+		}
 		res.FirstByte = first.Sub(start)
 	}
 	a.Done(o)

@@ -62,6 +62,7 @@ var classWeights = [numPriorities]int{8, 4, 1}
 // waiter is a request waiting for a backend.
 type waiter struct {
 	key      string
+	blocks   []uint64 // the prompt's blocks, for kv_aware
 	exclude  *Backend
 	ch       chan *Backend // receives the backend, already acquired for it
 	done     bool          // delivered or given up; guarded by queue.mu
@@ -132,7 +133,12 @@ func (p *Pool) QueueDepth() int { return int(p.q.n.Load()) }
 // request now — all at max_concurrency, or none ready — the request waits in
 // the pool's queue, by priority, up to queue.timeout.
 func (p *Pool) Acquire(ctx context.Context, key string, prio Priority, exclude *Backend) (*Backend, error) {
-	if b := p.tryAcquire(key, exclude); b != nil {
+	return p.acquire(ctx, key, nil, prio, exclude)
+}
+
+// acquire is Acquire for a request with prompt blocks (kv_aware).
+func (p *Pool) acquire(ctx context.Context, key string, blocks []uint64, prio Priority, exclude *Backend) (*Backend, error) {
+	if b := p.tryAcquire(key, blocks, exclude); b != nil {
 		return b, nil
 	}
 	cfg := p.Config()
@@ -149,11 +155,11 @@ func (p *Pool) Acquire(ctx context.Context, key string, prio Priority, exclude *
 		return nil, ErrNoCapacity
 	}
 	q := &p.q
-	w := &waiter{key: key, exclude: exclude, ch: make(chan *Backend, 1), enqueued: p.opts.Clock.Now()}
+	w := &waiter{key: key, blocks: blocks, exclude: exclude, ch: make(chan *Backend, 1), enqueued: p.opts.Clock.Now()}
 	q.mu.Lock()
 	// Check again under the lock: a release between the first try and here
 	// dispatched to nobody.
-	if b := p.tryAcquire(key, exclude); b != nil {
+	if b := p.tryAcquire(key, blocks, exclude); b != nil {
 		q.mu.Unlock()
 		return b, nil
 	}
@@ -229,7 +235,7 @@ func (p *Pool) dispatch() {
 		if w == nil {
 			return
 		}
-		b := p.tryAcquire(w.key, w.exclude)
+		b := p.tryAcquire(w.key, w.blocks, w.exclude)
 		if b == nil {
 			return
 		}
@@ -245,7 +251,7 @@ var scratch = sync.Pool{New: func() any { s := make([]balancer.Backend, 0, 16); 
 
 // tryAcquire picks a ready backend with room and counts a request on it, or
 // returns nil when none has room.
-func (p *Pool) tryAcquire(key string, exclude *Backend) *Backend {
+func (p *Pool) tryAcquire(key string, blocks []uint64, exclude *Backend) *Backend {
 	snap := p.snap.Load()
 	if len(snap.ready) == 0 {
 		return nil
@@ -253,7 +259,7 @@ func (p *Pool) tryAcquire(key string, exclude *Backend) *Backend {
 	limit := int64(p.Config().MaxConcurrency)
 	bal := p.bal.Load().b
 	if limit == 0 && snap.special == 0 && (exclude == nil || len(snap.ready) == 1) {
-		b := bal.Pick(snap.ready, key).(*Backend)
+		b := p.pick(bal, snap.ready, key, blocks)
 		b.Acquire()
 		return b
 	}
@@ -278,13 +284,13 @@ func (p *Pool) tryAcquire(key string, exclude *Backend) *Backend {
 		if len(cands) == 0 {
 			return nil
 		}
-		b := bal.Pick(cands, key).(*Backend)
+		b := p.pick(bal, cands, key, blocks)
 		// Slow start: a warming backend keeps a pick only with probability
 		// equal to its ramp, so its share grows from 10% to full.
 		if f := b.warmFactor(now, p.Config().SlowStart.D()); f < 1 && len(cands) > 1 && rand.Float64() > f {
 			i := slices.Index(cands, balancer.Backend(b))
 			cands[i] = cands[len(cands)-1]
-			b = bal.Pick(cands[:len(cands)-1], key).(*Backend)
+			b = p.pick(bal, cands[:len(cands)-1], key, blocks)
 		}
 		if b.tryAcquire(capOf(b, limit)) {
 			return b

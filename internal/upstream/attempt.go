@@ -58,8 +58,9 @@ func (p *Pool) InFlight() int64 { return p.active.Load() }
 // it with its outcome. The backend's load, latency estimate, passive health
 // and per-backend metrics change only through Done.
 type Attempt struct {
-	p *Pool
-	b *Backend
+	p      *Pool
+	b      *Backend
+	blocks int // prompt blocks, scaling the kv_aware first-token sample
 }
 
 // Outcome is how an attempt ended.
@@ -75,18 +76,25 @@ type Outcome struct {
 	// Latency, when > 0, feeds the backend's latency estimate: the time to
 	// the first body byte.
 	Latency time.Duration
+	// FirstToken, when > 0, is the time to the first body byte of a
+	// response the backend sent (for a stream, its first event): it feeds
+	// the kv_aware router's first-token estimate.
+	FirstToken time.Duration
 }
 
 // Try picks a backend for a request and counts it in flight there; the
 // caller must end the attempt with Done. It prefers a backend other than
 // exclude (for retries). When no backend can take the request now, it waits
-// in the pool's queue by priority, up to queue.timeout.
-func (p *Pool) Try(ctx context.Context, key string, prio Priority, exclude *Backend) (Attempt, error) {
-	b, err := p.Acquire(ctx, key, prio, exclude)
+// in the pool's queue by priority, up to queue.timeout. prompt (nil when
+// the pool is not kv_aware, see HashPrompt) lets kv_aware route by the
+// prompt's cached prefix; key is the hash_on key.
+func (p *Pool) Try(ctx context.Context, key string, prompt *Prompt, prio Priority, exclude *Backend) (Attempt, error) {
+	blocks := prompt.blocks()
+	b, err := p.acquire(ctx, key, blocks, prio, exclude)
 	if err != nil {
 		return Attempt{}, err
 	}
-	return Attempt{p: p, b: b}, nil
+	return Attempt{p: p, b: b, blocks: len(blocks)}, nil
 }
 
 // Backend is the backend the attempt goes to.
@@ -107,6 +115,11 @@ func (a Attempt) Done(o Outcome) {
 	}
 	if o.Kind != "canceled" {
 		a.p.Observe(b, o.Failed)
+	}
+	if o.FirstToken > 0 && !o.Failed {
+		if kv := a.p.kv.Load(); kv != nil {
+			kv.ObserveTTFT(b.key, o.FirstToken, a.blocks)
+		}
 	}
 	a.p.Release(b, o.Latency)
 }

@@ -15,9 +15,11 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-ai/sluice/internal/balancer"
 	"github.com/sluice-ai/sluice/internal/config"
+	"github.com/sluice-ai/sluice/internal/kvroute"
 	"github.com/sluice-ai/sluice/internal/metrics"
 )
 
@@ -35,6 +37,12 @@ type Options struct {
 	HealthClient *http.Client
 	// Metrics receives the pool's metrics. Nil uses a private registry.
 	Metrics *metrics.Gateway
+	// KVMetrics receives the kv_aware router's metrics. Nil uses a
+	// private registry.
+	KVMetrics *kvroute.Metrics
+	// Redis shares a kv_aware pool's prefix index with the other gateways
+	// when its kv_aware.share is set. Nil keeps every index local.
+	Redis *redis.Client
 }
 
 // PoolMetrics are a pool's metric handles, resolved once so the request path
@@ -85,10 +93,15 @@ type Pool struct {
 
 	q queue
 
+	kv      atomic.Pointer[kvroute.Router] // nil unless the balancer is kv_aware
+	prompts sync.Pool                      // *Prompt, sized for kv's MaxBlocks
+
 	mu      sync.Mutex // serializes Reconfigure and state refreshes; taken before q.mu
 	checker *checker
 	timers  map[clockwork.Timer]struct{} // ejection and slow-start timers, stopped by Close
 	closed  bool                         // guarded by mu: no new timers
+	started bool                         // guarded by mu: Start ran, routers run
+	running sync.WaitGroup               // the routers' Run, waited for by Close
 }
 
 // transports are a pool's connection pools: one for HTTP/1.1 (and HTTP/2
@@ -220,6 +233,10 @@ type Change struct {
 	tr    *transports         // nil: keep the transports
 	retry *retryPolicy
 	hdr   http.Header
+	// kv is the kv_aware router to swap in (nil with kvSwap: none) when
+	// kvSwap is set; otherwise the running router, if any, is re-tuned.
+	kv     *kvroute.Router
+	kvSwap bool
 }
 
 // Prepare builds what cfg needs that the pool does not have yet: new
@@ -253,6 +270,7 @@ func (p *Pool) Prepare(cfg *config.Pool) (*Change, error) {
 	if cur := p.tr.Load(); cur == nil || cur.timeouts != cfg.Timeouts {
 		c.tr = newTransports(cfg.Timeouts)
 	}
+	c.kv, c.kvSwap = p.prepareRouter(cfg)
 	return c, nil
 }
 
@@ -260,6 +278,9 @@ func (p *Pool) Prepare(cfg *config.Pool) (*Change, error) {
 func (c *Change) Discard() {
 	if c.tr != nil {
 		c.tr.closeIdle()
+	}
+	if c.kv != nil {
+		c.kv.Close()
 	}
 	for _, b := range c.fresh {
 		c.p.forgetMetrics(b)
@@ -271,8 +292,19 @@ func (c *Change) Discard() {
 // ones are dropped from selection (requests in flight to them finish).
 func (c *Change) Commit() {
 	p, cfg := c.p, c.cfg
+	var oldKV *kvroute.Router
+	defer func() {
+		if oldKV != nil {
+			oldKV.Close() // after p.mu is released: Close waits for its Run
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if c.kvSwap {
+		oldKV = p.swapRouterLocked(c.kv)
+	} else if kv := p.kv.Load(); kv != nil {
+		kv.Reconfigure(kvroute.FromPool(cfg))
+	}
 	cur := p.snap.Load().all
 	byKey := make(map[string]*Backend, len(cur))
 	for _, b := range cur {
@@ -298,6 +330,7 @@ func (c *Change) Commit() {
 		for _, b := range cur {
 			if !kept[b] {
 				p.forgetMetrics(b)
+				p.forgetRouted(b.key)
 			}
 		}
 	}
@@ -343,6 +376,14 @@ func (p *Pool) forgetMetrics(b *Backend) {
 	p.gm.Upstream.DeletePartialMatch(prometheus.Labels{"pool": p.name, "backend": b.key})
 }
 
+// forgetRouted tells the kv_aware router, if any, that the backend key
+// left: what its cache held is gone with it.
+func (p *Pool) forgetRouted(key string) {
+	if kv := p.kv.Load(); kv != nil {
+		kv.Forget(key)
+	}
+}
+
 // AddBackend adds b (for replicas sluice starts or discovers).
 func (p *Pool) AddBackend(b *Backend) {
 	p.mu.Lock()
@@ -359,6 +400,7 @@ func (p *Pool) RemoveBackend(key string) {
 	all := slices.DeleteFunc(slices.Clone(p.snap.Load().all), func(b *Backend) bool {
 		if b.key == key {
 			p.forgetMetrics(b)
+			p.forgetRouted(key)
 			return true
 		}
 		return false
@@ -436,14 +478,19 @@ func (p *Pool) afterFuncLocked(d time.Duration, f func()) {
 }
 
 // Start begins active health checks (when the pool's health_check.path is
-// set). It returns at once; Close stops the checks.
+// set) and, for a kv_aware pool, the router's /metrics scraping and index
+// sharing. It returns at once; Close stops them all.
 func (p *Pool) Start(ctx context.Context) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.checker != nil {
+	if p.started || p.closed {
 		return
 	}
+	p.started = true
 	p.checker = startChecker(ctx, p)
+	if kv := p.kv.Load(); kv != nil {
+		p.runRouterLocked(kv)
+	}
 }
 
 // Close stops health checks and closes idle upstream connections.
@@ -457,9 +504,14 @@ func (p *Pool) Close() {
 		t.Stop()
 	}
 	clear(p.timers)
+	kv := p.kv.Load()
 	p.mu.Unlock()
 	if c != nil {
 		c.stop()
 	}
+	if kv != nil {
+		kv.Close()
+	}
+	p.running.Wait()
 	p.tr.Load().closeIdle()
 }
