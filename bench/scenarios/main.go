@@ -122,7 +122,7 @@ Flags:
 	fs.Float64Var(&o.waitLoad, "wait-load", 0, "before starting, wait while the 1-minute load average is above this (0: do not wait)")
 	fs.DurationVar(&o.waitMax, "wait-max", 5*time.Minute, "longest wait for -wait-load")
 	fs.IntVar(&o.autoscaleMax, "autoscale-max", 0, "autoscale: the autoscaler's max replicas (0: the size of the pool sized for the peak)")
-	fs.StringVar(&o.render, "render", "", "measure nothing: re-render scenarios.md and the charts from DIR/scenarios.json")
+	fs.StringVar(&o.render, "render", "", "measure nothing: re-render scenarios.md and the charts from DIR/scenarios.json (with -scenarios trace: trace.md from DIR/trace.json)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -176,6 +176,13 @@ func run(ctx context.Context, args []string) error {
 		out = filepath.Join(root, out)
 	}
 	if o.render != "" {
+		if o.scenarios["trace"] && len(o.scenarios) == 1 {
+			rep, err := readTraceReport(o.render)
+			if err != nil {
+				return err
+			}
+			return writeTraceReport(rep, out)
+		}
 		rep, err := readReport(o.render)
 		if err != nil {
 			return err

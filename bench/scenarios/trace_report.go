@@ -36,6 +36,22 @@ func writeTraceReport(r *report, dir string) error {
 	return nil
 }
 
+// readTraceReport reads what writeTraceReport wrote.
+func readTraceReport(dir string) (*report, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "trace.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read trace results: %w", err)
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("read trace results: %w", err)
+	}
+	if r.Trace == nil {
+		return nil, fmt.Errorf("read trace results: %s has no trace", dir)
+	}
+	return &r, nil
+}
+
 func drawTraceCharts(t *traceResult, dir string) (map[string]string, error) {
 	files := map[string]string{}
 	var auto *traceRun
@@ -63,8 +79,8 @@ func drawTraceCharts(t *traceResult, dir string) (map[string]string, error) {
 		X:     "seconds", Y: "replicas",
 		XMax: t.DurationS,
 		Series: []lineSeries{
-			{Name: "offered load ÷ target (replicas needed)", Points: offered, Gray: true},
-			{Name: "autoscaler: demand ÷ target", Points: gauge(auto.Samples, func(s sample) float64 { return float64(s.InFlight+int64(s.QueueDepth)) / traceTarget }), Step: true},
+			{Name: "offered load ÷ 3 (replicas at the fixed pools' load)", Points: offered, Gray: true},
+			{Name: "autoscaler: demand (in flight + queued) ÷ 3", Points: gauge(auto.Samples, func(s sample) float64 { return float64(s.InFlight+int64(s.QueueDepth)) / traceTarget }), Step: true},
 			{Name: "autoscaler: desired", Points: gauge(auto.Samples, func(s sample) float64 { return float64(s.Desired) }), Step: true},
 			{Name: "autoscaler: ready", Points: gauge(auto.Samples, func(s sample) float64 { return float64(s.Ready) }), Step: true},
 		},
@@ -153,8 +169,9 @@ func writeTraceMarkdown(w *bytes.Buffer, r *report, charts map[string]string) {
 	fmt.Fprintf(w, "Every request is a streamed chat completion with the trace's (scaled) prompt length and `max_tokens` = its output length, sent open loop at its (scaled) arrival time; latencies count from that time.\n\n")
 	fmt.Fprintf(w, "**Offered load.** By Little's law, the concurrency the trace offers is each request's service time (20 ms + 50 µs × prompt tokens + 1.25 × 20 ms × output tokens, the sims' timers at a batch of about three) summed over a window, over the window: %.1f on average, %.1f at the busiest %.0f s window. ",
 		t.MeanConc, t.PeakConc, tracePeakWindow.Seconds())
-	fmt.Fprintf(w, "The fixed pools carry %.0f of a replica's %d slots each: **%d replicas for the peak**, **%d for the mean**. The autoscaler, at the same %.0f per replica: `autoscale: %s`.\n\n",
-		traceTarget, traceBatch, t.PeakReplicas, t.MeanReplicas, traceTarget, t.Autoscale)
+	fmt.Fprintf(w, "The fixed pools carry %.0f of a replica's %d slots each: **%d replicas for the peak**, **%d for the mean**. The autoscaler (its settings are in docs/autoscaling.md with the reasons): `autoscale: %s`. ",
+		traceTarget, traceBatch, t.PeakReplicas, t.MeanReplicas, t.Autoscale)
+	fmt.Fprintf(w, "Every pool first serves the trace's first %v, unmeasured, so it meets the trace warm, as after a day of traffic; the autoscaled pool starts that warm-up at the mean pool's size. Replica-seconds integrate the ready replicas in /api/pools, sampled every 250 ms, over the measured replay only.\n\n", traceWarmup)
 	fmt.Fprintf(w, "**Objectives.** A request meets the SLO when it succeeds, its first token arrives within **%.0f ms** (TTFT) and the whole answer within **%.0f ms + %.0f ms per output token** (end to end; 1.5× the sims' per-token time). Goodput counts the requests that meet both, per second of the trace.\n\n",
 		t.TTFTSLOMs, t.TTFTSLOMs, t.TPOTSLOMs)
 
@@ -177,7 +194,7 @@ func writeTraceMarkdown(w *bytes.Buffer, r *report, charts map[string]string) {
 	}
 	if f, ok := charts["replicas"]; ok {
 		fmt.Fprintf(w, "![replicas over time](%s)\n\n", f)
-		w.WriteString("Gray: the load the trace offers, in replicas at the target. The autoscaler's demand (requests in flight and waiting in the gateway, over the target), the count it asked for, and the replicas ready. The two rules are the fixed pools.\n\n")
+		w.WriteString("Gray: the load the trace offers, in replicas at the fixed pools' 3 requests per replica. Red: the autoscaler's demand (requests in flight and waiting in the gateway) on the same scale; it aims at 3.5 per replica. Green and blue: the count it asked for and the replicas ready. The two rules are the fixed pools.\n\n")
 	}
 	if f, ok := charts["ttft"]; ok {
 		fmt.Fprintf(w, "![p99 TTFT over time](%s)\n\n", f)
