@@ -47,6 +47,11 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 		x.answered = true
 		return nil
 	}
+	if isBatchPath(r.URL.Path) {
+		x.res.Status = s.serveBatchAPI(w, r, x.tenant)
+		x.answered = true
+		return nil
+	}
 	needBody, e := s.route(w, r, t, x)
 	if e != nil || x.answered {
 		return e
@@ -73,6 +78,9 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 			}
 		}
 	}
+	if x.tenant != nil && x.tenant.Limits.TPM > 0 {
+		boundTokens(r, x)
+	}
 	x.hashKey = hashKey(t, x.pool, r, x.body)
 	x.priority = upstream.ParsePriority(r.Header.Get("X-Sluice-Priority"))
 	if x.tenant != nil {
@@ -88,6 +96,32 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 		x.answered = true
 	}
 	return nil
+}
+
+// boundTokens makes a completion request of a tenant with a tokens-per-
+// minute limit account for what it costs: a request without max_tokens
+// gets the budget its reservation assumed (a model could otherwise write
+// far more than was reserved), and a stream without usage asks for it
+// (stream_options.include_usage), so it settles to what the model really
+// produced instead of to its reservation. The client then sees the final
+// usage chunk (empty choices), which OpenAI's SDKs read as they do when
+// they ask for it.
+func boundTokens(r *http.Request, x *exchange) {
+	if r.URL.Path != "/v1/chat/completions" && r.URL.Path != "/v1/completions" {
+		return
+	}
+	var add []string
+	if x.info.MaxTokens == 0 {
+		add = append(add, `"max_tokens":`+strconv.Itoa(defaultMaxTokens))
+		x.info.MaxTokens = defaultMaxTokens
+	}
+	if x.info.Stream && !x.info.IncludeUsage && !bytes.Contains(x.body, []byte(`"stream_options"`)) {
+		add = append(add, `"stream_options":{"include_usage":true}`)
+		x.info.IncludeUsage = true
+	}
+	if len(add) > 0 {
+		x.body = openai.AddFields(x.body, add...)
+	}
 }
 
 // defaultMaxTokens is the completion budget reserved against a tokens-per-

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sluice-ai/sluice/internal/auth"
+	"github.com/sluice-ai/sluice/internal/batch"
 	"github.com/sluice-ai/sluice/internal/config"
 	"github.com/sluice-ai/sluice/internal/jobs"
 	"github.com/sluice-ai/sluice/internal/jobs/jobstore"
@@ -25,11 +29,22 @@ type tenantKey struct{}
 // openJobs opens the job store and starts the dispatcher. Jobs run through
 // the gateway's own request path (s as the Exec handler), so they get the
 // same balancing, admission, retries and fallbacks as live traffic.
-func (s *Server) openJobs(ctx context.Context, cfg *config.Config) error {
+func (s *Server) openJobs(ctx context.Context, cfg *config.Config, ownAddrs []string) error {
+	storeUp := jobs.NewStoreUpGauge()
+	if err := s.reg.Register(storeUp); err != nil {
+		return fmt.Errorf("jobs store metric: %w", err)
+	}
 	store, err := jobstore.Open(ctx, cfg, s.logger)
+	if errors.Is(err, jobs.ErrStoreUnavailable) {
+		// A damaged store takes jobs down, not live inference.
+		s.logger.Error("job store could not be opened or repaired; serving without jobs (the jobs API answers 503)", "store", cfg.Jobs.Store, "err", err)
+		s.jobsAPI = jobs.UnavailableHandler()
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("jobs store %q: %w", cfg.Jobs.Store, err)
 	}
+	storeUp.Set(1)
 	var keep []string
 	for _, pc := range cfg.Pools {
 		if h := pc.ParsedHashOn(); pc.Balancer == "consistent_hash" && h.Kind == config.HashHeader {
@@ -46,6 +61,8 @@ func (s *Server) openJobs(ctx context.Context, cfg *config.Config) error {
 		WebhookSecret:  cfg.Jobs.WebhookSecret,
 		MaxRequestBody: int(cfg.Limits.MaxRequestBody),
 		KeepHeaders:    keep,
+		CallbackAllow:  cfg.Jobs.CallbackAllow,
+		OwnAddrs:       ownAddrs,
 		Logger:         s.logger,
 		Registerer:     s.reg,
 	})
@@ -54,14 +71,36 @@ func (s *Server) openJobs(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	s.jobStore, s.jobs = store, svc
-	s.jobsAPI = svc.Handler(func(r *http.Request) string {
-		if t, ok := r.Context().Value(tenantKey{}).(*auth.Tenant); ok && t != nil {
-			return t.Name
-		}
-		return ""
-	}, s.validateJob)
+	s.jobsAPI = svc.Handler(tenantOfRequest, s.validateJob)
 	s.jobsPending = func(pool string) int { return svc.PendingByPool()[pool] }
+	var rdb redis.UniversalClient
+	if s.redis != nil {
+		rdb = s.redis
+	}
+	bsvc, err := batch.New(ctx, batch.Options{
+		Jobs: svc, Store: store, Redis: rdb,
+		MaxFileSize:    int64(cfg.Jobs.MaxFileSize),
+		MaxRequestBody: int(cfg.Limits.MaxRequestBody),
+		Logger:         s.logger,
+		Clock:          s.opts.Clock,
+	})
+	if err != nil {
+		_ = svc.Close(ctx)
+		_ = store.Close()
+		return fmt.Errorf("batch API: %w", err)
+	}
+	s.batch = bsvc
+	s.batchAPI = bsvc.Handler(tenantOfRequest, s.validateJob)
 	return nil
+}
+
+// tenantOfRequest is the tenant the gateway put on a jobs or batch API
+// request's context.
+func tenantOfRequest(r *http.Request) string {
+	if t, ok := r.Context().Value(tenantKey{}).(*auth.Tenant); ok && t != nil {
+		return t.Name
+	}
+	return ""
 }
 
 // closeJobs stops dispatching (running jobs finish or are handed back) and
@@ -69,6 +108,9 @@ func (s *Server) openJobs(ctx context.Context, cfg *config.Config) error {
 func (s *Server) closeJobs(ctx context.Context) {
 	if s.jobs == nil {
 		return
+	}
+	if s.batch != nil {
+		s.batch.Close()
 	}
 	if err := s.jobs.Close(ctx); err != nil {
 		s.logger.Warn("jobs: close", "err", err)
@@ -81,6 +123,24 @@ func (s *Server) closeJobs(ctx context.Context) {
 // isJobsPath reports whether p is the jobs API.
 func isJobsPath(p string) bool {
 	return p == "/v1/jobs" || strings.HasPrefix(p, "/v1/jobs/")
+}
+
+// isBatchPath reports whether p is the Files or Batch API.
+func isBatchPath(p string) bool {
+	return p == "/v1/files" || strings.HasPrefix(p, "/v1/files/") || p == "/v1/batches" || strings.HasPrefix(p, "/v1/batches/")
+}
+
+// serveBatchAPI answers /v1/files and /v1/batches for the authenticated
+// tenant.
+func (s *Server) serveBatchAPI(w http.ResponseWriter, r *http.Request, tenant *auth.Tenant) int {
+	if s.batchAPI == nil {
+		e := openai.Unavailable("jobs_unavailable", "the job system is not running", 0)
+		e.Write(w)
+		return e.Status
+	}
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	s.batchAPI.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), tenantKey{}, tenant)))
+	return rec.status
 }
 
 // serveJobsAPI answers /v1/jobs for the authenticated tenant.

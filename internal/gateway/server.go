@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-ai/sluice/internal/autoscale"
+	"github.com/sluice-ai/sluice/internal/batch"
 	"github.com/sluice-ai/sluice/internal/cache"
 	"github.com/sluice-ai/sluice/internal/config"
 	"github.com/sluice-ai/sluice/internal/jobs"
@@ -78,6 +79,8 @@ type Server struct {
 	jobStore jobstore.Store // nil until Run opens it
 	jobs     *jobs.Service
 	jobsAPI  http.Handler
+	batch    *batch.Service // nil until Run opens the jobs
+	batchAPI http.Handler
 
 	exe              string // what a process command's "sluice" runs
 	autoscaleMetrics *autoscale.Metrics
@@ -343,7 +346,14 @@ func (s *Server) Run(ctx context.Context) error {
 		data.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, as gRPC clients speak it
 	}
 
-	if err := s.openJobs(runCtx, cfg); err != nil {
+	own := []string{dataLn.Addr().String()}
+	if adminLn != nil {
+		own = append(own, adminLn.Addr().String())
+	}
+	if kedaLn != nil {
+		own = append(own, kedaLn.Addr().String())
+	}
+	if err := s.openJobs(runCtx, cfg, own); err != nil {
 		closeListeners()
 		return err
 	}
@@ -387,6 +397,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if cfg.Path != "" {
 		g.Go(func() error { s.watchConfig(runCtx, cfg.Path); return nil })
 	}
+	g.Go(func() error { s.runBridges(gctx, cfg); return nil })
 	if kedaLn != nil {
 		g.Go(func() error { return s.serveKEDA(gctx, kedaLn) })
 	}

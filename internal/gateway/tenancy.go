@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -35,6 +36,12 @@ func (s *Server) openShared(cfg *config.Config) error {
 	copts := cache.Options{MemoryBytes: int64(cfg.Cache.Memory), Registerer: s.reg, Logger: s.logger}
 	if cfg.Cache.Redis && rdb != nil {
 		copts.Redis = rdb
+	}
+	if cfg.Cache.Memcached != "" {
+		for _, addr := range strings.Split(cfg.Cache.Memcached, ",") {
+			copts.Memcached = append(copts.Memcached, strings.TrimSpace(addr))
+		}
+		copts.MemcachedItemLimit = int(cfg.Cache.MemcachedItemLimit)
 	}
 	if s.cache, err = cache.New(copts); err != nil {
 		return fmt.Errorf("response cache: %w", err)

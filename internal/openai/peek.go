@@ -294,3 +294,23 @@ func (s *scanner) value() {
 		}
 	}
 }
+
+// AddFields returns body, a JSON object PeekRequest accepted, with the
+// members of fields (valid JSON member text such as
+// `"max_tokens":1024`) appended. It does not check that a member is new.
+func AddFields(body []byte, fields ...string) []byte {
+	end := bytes.LastIndexByte(body, '}')
+	if end < 0 || len(fields) == 0 {
+		return body
+	}
+	empty := len(bytes.TrimSpace(body[bytes.IndexByte(body, '{')+1 : end])) == 0
+	out := make([]byte, 0, len(body)+64)
+	out = append(out, body[:end]...)
+	for i, f := range fields {
+		if i > 0 || !empty {
+			out = append(out, ',')
+		}
+		out = append(out, f...)
+	}
+	return append(out, body[end:]...)
+}

@@ -122,3 +122,19 @@ func FuzzField(f *testing.F) {
 		_ = Field(body, path)
 	})
 }
+
+func TestAddFields(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"model":"m"}`:  `{"model":"m","max_tokens":5,"stream_options":{"include_usage":true}}`,
+		`{ }`:            `{ "max_tokens":5,"stream_options":{"include_usage":true}}`,
+		"{\"a\":[1]}\n ": "{\"a\":[1],\"max_tokens\":5,\"stream_options\":{\"include_usage\":true}}\n ",
+	} {
+		got := string(AddFields([]byte(in), `"max_tokens":5`, `"stream_options":{"include_usage":true}`))
+		if got != want {
+			t.Errorf("AddFields(%q) = %q, want %q", in, got, want)
+		}
+		if _, err := PeekRequest([]byte(got)); err != nil {
+			t.Errorf("AddFields(%q) is not a valid request: %v", in, err)
+		}
+	}
+}
