@@ -90,7 +90,12 @@ type Result struct {
 	// for a stream, the first event, which the model sends when it has done
 	// the prefill.
 	FirstByte time.Duration
-	Err       error // why the request failed, or nil
+	// InterToken is a streamed (SSE) response's mean gap between events,
+	// the inter-token latency, over InterTokenGaps gaps (0 for responses
+	// that are not streamed or had one event).
+	InterToken     time.Duration
+	InterTokenGaps int
+	Err            error // why the request failed, or nil
 	// Error, when not nil, is the answer the pool could not avoid (no
 	// capacity, every attempt failed) and nothing has been written to the
 	// client yet: the caller may try a fallback pool, or write it.
@@ -257,6 +262,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a u
 		if resp.StatusCode < 400 {
 			o.FirstToken = o.Latency
 		}
+		o.Latency += res.decodeCost() // a stream's decoding speed counts too
 		res.FirstByte = first.Sub(start)
 	}
 	a.Done(o)

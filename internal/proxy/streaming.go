@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -18,7 +19,8 @@ import (
 // stream for a complete one.
 //
 // It returns when the first body byte arrived (zero for an empty body) and
-// whether the upstream body broke.
+// whether the upstream body broke. For SSE it sets res.InterToken and
+// res.InterTokenGaps from the gaps between the reads that completed events.
 func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, resp *http.Response, res *Result) (first time.Time, broken bool) {
 	defer resp.Body.Close()
 	h := w.Header()
@@ -53,11 +55,28 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, res
 	bufp := p.bufPool.Get().(*[]byte)
 	defer p.bufPool.Put(bufp)
 	buf := *bufp
+	var lastEvent time.Time // when the latest read that completed an event ended
+	var gaps time.Duration
+	defer func() {
+		if res.InterTokenGaps > 0 {
+			res.InterToken = gaps / time.Duration(res.InterTokenGaps)
+		}
+	}()
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if first.IsZero() {
 				first = p.clock.Now()
+			}
+			if sse && bytes.Contains(buf[:n], eventEnd) {
+				// Events that arrive in one read were sent together:
+				// the gap is between reads, not between the events.
+				now := p.clock.Now()
+				if !lastEvent.IsZero() {
+					gaps += now.Sub(lastEvent)
+					res.InterTokenGaps++
+				}
+				lastEvent = now
 			}
 			idleTimer.Reset(idle)
 			if pr.Observe != nil {
@@ -130,6 +149,22 @@ func (p *Proxy) streamFailed(w http.ResponseWriter, r *http.Request, pr *Request
 	_, _ = io.WriteString(w, "\n\n")
 	_ = http.NewResponseController(w).Flush()
 	return true
+}
+
+// eventEnd ends a server-sent event (the blank line after its fields).
+var eventEnd = []byte("\n\n")
+
+// refStreamEvents is the length of the nominal stream a streamed
+// response's latency sample stands for: its time to first token plus
+// refStreamEvents-1 of its mean gaps between events. A replica that is slow
+// to decode (not only to prefill) then looks slow to p2c_ewma as it does
+// when responses are not streamed, whatever length each stream has.
+const refStreamEvents = 32
+
+// decodeCost is the part of a streamed response's latency sample that its
+// decoding speed adds (see refStreamEvents); 0 when it had no gaps.
+func (res *Result) decodeCost() time.Duration {
+	return time.Duration(refStreamEvents-1) * res.InterToken
 }
 
 func isEventStream(ct string) bool {
