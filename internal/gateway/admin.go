@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluice-ai/sluice/internal/autoscale"
+	"github.com/sluice-ai/sluice/internal/console"
 	"github.com/sluice-ai/sluice/internal/kvroute"
 	"github.com/sluice-ai/sluice/internal/openai"
 	"github.com/sluice-ai/sluice/internal/replicas"
@@ -51,7 +52,10 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		s.jobs.StatsHandler().ServeHTTP(w, r)
 	})
-	mux.HandleFunc("GET /{$}", s.handleUI)
+	mux.Handle("GET /", console.Handler(console.Options{
+		Gatherer: s.reg,
+		Tenants:  func() []console.TenantLimits { return console.TenantsFromConfig(s.Config()) },
+	}))
 	return s.guardAdmin(mux)
 }
 
@@ -62,7 +66,10 @@ func (s *Server) adminHandler() http.Handler {
 // cannot make their browser reload the gateway — whatever the token.
 func (s *Server) guardAdmin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+		// The probes are open, and so are the console's static page and
+		// assets (a browser cannot send a token when it opens a page; the
+		// page sends it on every /api call it makes).
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/" && !strings.HasPrefix(r.URL.Path, "/console/") {
 			if token := s.Config().Admin.Token; token != "" {
 				got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 				if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {

@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-ai/sluice/internal/jobs"
 	"github.com/sluice-ai/sluice/internal/jobs/jobstore"
 	"github.com/sluice-ai/sluice/internal/openai"
+	"github.com/sluice-ai/sluice/internal/tracing"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
@@ -279,6 +280,11 @@ func tenantLimits(cfg *config.Config, name string) (config.TenantLimits, bool) {
 func (s *Server) runJob(w http.ResponseWriter, r *http.Request) {
 	job, _ := jobs.FromContext(r.Context())
 	x := &exchange{start: s.opts.Clock.Now(), reqID: requestID(r.Header.Get("X-Request-Id"))}
+	if job != nil && s.tracer.Enabled() {
+		ctx, span := s.tracer.StartDispatch(r.Context(), job.TraceParent, job.ID, job.Pool, job.Attempts)
+		r = r.WithContext(ctx)
+		x.span = span
+	}
 	defer s.settle(r, x)
 	body, _ := io.ReadAll(r.Body)
 	x.body = body
@@ -356,5 +362,6 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, x *exchange) 
 		Priority:       jobs.Priority(r.Header.Get("X-Sluice-Priority")),
 		CallbackURL:    r.Header.Get("X-Sluice-Callback-URL"),
 		IdempotencyKey: r.Header.Get("Idempotency-Key"),
+		TraceParent:    tracing.LinkOf(r.Context()),
 	})
 }

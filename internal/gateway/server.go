@@ -33,6 +33,7 @@ import (
 	"github.com/sluice-ai/sluice/internal/metrics"
 	"github.com/sluice-ai/sluice/internal/proxy"
 	"github.com/sluice-ai/sluice/internal/ratelimit"
+	"github.com/sluice-ai/sluice/internal/tracing"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
@@ -71,6 +72,8 @@ type Server struct {
 
 	slots  tenantSlots // tenants' requests in flight here, before their bodies are read
 	bodies bodyBudget  // request body bytes held in memory
+
+	tracer *tracing.Provider // OpenTelemetry traces (a no-op without tracing.otlp_endpoint); tracing config applies at start
 
 	redis   *redis.Client      // nil without redis.url
 	limiter *ratelimit.Limiter // per-tenant limits (global with Redis)
@@ -128,9 +131,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err := s.openShared(cfg); err != nil {
 		return nil, err
 	}
-	if cfg.Tracing.OTLPEndpoint != "" {
-		s.logger.Warn("tracing.otlp_endpoint is set, but this version of sluice does not export traces yet; it is ignored")
+	if s.tracer, err = tracing.New(context.Background(), cfg.Tracing, tracing.Options{Registerer: reg, Logger: s.logger}); err != nil {
+		s.closeShared()
+		return nil, fmt.Errorf("tracing: %w", err)
 	}
+	s.proxy.Tracer = s.tracer
 	s.unrouted = metrics.NewCodeCounters(s.metrics.Requests, "")
 	s.bodies.gauge = s.metrics.BufferedBody
 	reg.MustRegister(poolCollector{s})
@@ -449,5 +454,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.closeShared()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.tracer.Shutdown(sctx)
 	return err
 }

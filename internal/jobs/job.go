@@ -113,6 +113,9 @@ type Job struct {
 	// IdempotencyKey makes submissions with the same tenant and key return
 	// this job while it is retained; "" for none.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// TraceParent is the span context of the request that submitted the
+	// job, which its dispatch spans link to; "" when it was not traced.
+	TraceParent string `json:"traceparent,omitempty"`
 
 	// CancelRequested is set when a client cancels a running job: the
 	// dispatcher running it (or the one that inherits its lease) then

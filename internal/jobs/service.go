@@ -351,6 +351,9 @@ type SubmitRequest struct {
 	// IdempotencyKey returns the existing job of the same tenant and key
 	// while it is retained. Optional; at most 255 bytes.
 	IdempotencyKey string
+	// TraceParent links the job's dispatch spans to the request that
+	// submitted it (a W3C traceparent). Optional.
+	TraceParent string
 }
 
 // Submit records req as a queued job and returns it. With an

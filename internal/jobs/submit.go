@@ -122,6 +122,7 @@ func (s *Service) newJobAt(req SubmitRequest, now time.Time) (*Job, *openai.Erro
 		CreatedAt:      now,
 		CallbackURL:    req.CallbackURL,
 		IdempotencyKey: req.IdempotencyKey,
+		TraceParent:    req.TraceParent,
 	}, nil
 }
 

@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/sluice-ai/sluice/internal/openai"
+	"github.com/sluice-ai/sluice/internal/tracing"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
@@ -32,6 +34,10 @@ var (
 
 // Proxy forwards requests. The zero value is not usable; use New.
 type Proxy struct {
+	// Tracer, when set and enabled, traces each attempt as a client span
+	// and propagates it to the backend (traceparent). Nil traces nothing.
+	Tracer *tracing.Provider
+
 	logger  *slog.Logger
 	clock   clockwork.Clock
 	bufPool sync.Pool
@@ -144,7 +150,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, pr *Request) Resul
 			return res
 		}
 		res.Backend, res.Attempts = a.Backend().Key(), attempt
-		kind, done := p.attempt(w, r, pr, a, start, attempt < maxAttempts, &res)
+		kind, done := p.attempt(w, r, pr, a, start, attempt, attempt < maxAttempts, &res)
 		if done {
 			return res
 		}
@@ -212,16 +218,23 @@ func errorFor(err error) *openai.Error {
 // finished (answered, or failed for good with res.Error set); otherwise the
 // caller may retry, res.Err holds why this attempt failed and kind how
 // ("connect", "timeout", "error", or "" for a retryable status).
-func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a upstream.Attempt, start time.Time, canRetry bool, res *Result) (kind string, done bool) {
+func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a upstream.Attempt, start time.Time, n int, canRetry bool, res *Result) (kind string, done bool) {
 	pool := pr.Pool
 	// The attempt runs on the client's context, so a client that leaves
 	// cancels it; timeouts.connect and timeouts.first_byte are enforced by
 	// the pool's transport, which costs nothing per request.
-	out := p.outRequest(r, pr, a)
+	ctx := r.Context()
+	var span tracing.Span
+	if p.Tracer.Enabled() {
+		ctx, span = p.Tracer.StartAttempt(ctx, pool.Name(), a.Backend().Key(), n)
+		defer span.End()
+	}
+	out := p.outRequest(ctx, r, pr, a)
 	sent := p.clock.Now()
 	resp, err := a.Transport().RoundTrip(out)
 	if err != nil {
 		if r.Context().Err() != nil {
+			span.SetError("canceled")
 			a.Done(upstream.Outcome{Kind: "canceled"})
 			res.Status, res.Err = StatusClientClosed, r.Context().Err()
 			return "", true
@@ -233,6 +246,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a u
 		case isTimeout(err):
 			kind, err = "timeout", errFirstByteTimeout
 		}
+		span.SetError(kind)
 		a.Done(upstream.Outcome{Kind: kind, Failed: true})
 		res.Err = err
 		if canRetry && pool.RetryOn(kind, 0) {
@@ -242,6 +256,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a u
 		return kind, true
 	}
 	rtt := p.clock.Since(sent)
+	span.SetHTTPStatus(resp.StatusCode)
 	if canRetry && pool.RetryOn("", resp.StatusCode) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
@@ -258,6 +273,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a u
 	first, broken := p.respond(w, r, pr, resp, res)
 	o := upstream.Outcome{Status: resp.StatusCode, Failed: resp.StatusCode >= 500 || broken, Latency: rtt}
 	if !first.IsZero() {
+		span.FirstToken(first)
 		o.Latency = first.Sub(sent)
 		if resp.StatusCode < 400 {
 			o.FirstToken = o.Latency
@@ -270,7 +286,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a u
 }
 
 // outRequest builds the upstream request for an attempt to b.
-func (p *Proxy) outRequest(r *http.Request, pr *Request, a upstream.Attempt) *http.Request {
+func (p *Proxy) outRequest(ctx context.Context, r *http.Request, pr *Request, a upstream.Attempt) *http.Request {
 	t := a.Backend().Target()
 	u := &url.URL{Scheme: t.Scheme, Host: t.Host, Path: t.Path + r.URL.Path, RawQuery: r.URL.RawQuery}
 	if r.URL.RawPath != "" {
@@ -325,7 +341,10 @@ func (p *Proxy) outRequest(r *http.Request, pr *Request, a upstream.Attempt) *ht
 		out.Body = r.Body
 		out.ContentLength = r.ContentLength
 	}
-	return out.WithContext(r.Context())
+	if p.Tracer.Enabled() {
+		p.Tracer.Inject(ctx, h) // the attempt's span is the backend's parent
+	}
+	return out.WithContext(ctx)
 }
 
 var (
