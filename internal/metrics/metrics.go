@@ -18,6 +18,10 @@ var LatencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10,
 // streams.
 var TTFBBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
+// ITLBuckets resolve inter-token latency: a few milliseconds per token on a
+// fast replica, up to a second on an overloaded one.
+var ITLBuckets = []float64{.001, .0025, .005, .01, .02, .04, .08, .16, .32, .64, 1.28}
+
 // Gateway holds the data plane's metric families.
 type Gateway struct {
 	Requests        *prometheus.CounterVec   // sluice_requests_total{pool,code}
@@ -33,6 +37,7 @@ type Gateway struct {
 	Ejections       *prometheus.CounterVec   // sluice_outlier_ejections_total{pool}
 	Fallbacks       *prometheus.CounterVec   // sluice_fallbacks_total{pool,to}
 	TTFT            *prometheus.HistogramVec // sluice_time_to_first_token_seconds{pool,model}
+	ITL             *prometheus.HistogramVec // sluice_inter_token_latency_seconds{pool,model}
 	BufferedBody    prometheus.Gauge         // sluice_buffered_request_bytes
 }
 
@@ -78,13 +83,16 @@ func NewGateway(reg prometheus.Registerer) *Gateway {
 		TTFT: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sluice_time_to_first_token_seconds", Help: "Time from request received to the first event of a streamed response (the model's first token), by pool and model (\"other\" for names the pool's config does not list).", Buckets: TTFBBuckets,
 		}, []string{"pool", "model"}),
+		ITL: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_inter_token_latency_seconds", Help: "Mean gap between the events of a streamed response (the model's time per output token), one sample per response, by pool and model.", Buckets: ITLBuckets,
+		}, []string{"pool", "model"}),
 		BufferedBody: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_buffered_request_bytes", Help: "Request body bytes the gateway holds in memory now (bounded by limits.max_buffered_body).",
 		}),
 	}
 	g.Reloads.WithLabelValues("success")
 	g.Reloads.WithLabelValues("failure")
-	reg.MustRegister(g.Requests, g.Duration, g.Upstream, g.Retries, g.TTFB, g.Reloads, g.Tokens, g.StreamErrors, g.QueueWait, g.QueueRejections, g.Ejections, g.Fallbacks, g.TTFT, g.BufferedBody)
+	reg.MustRegister(g.Requests, g.Duration, g.Upstream, g.Retries, g.TTFB, g.Reloads, g.Tokens, g.StreamErrors, g.QueueWait, g.QueueRejections, g.Ejections, g.Fallbacks, g.TTFT, g.ITL, g.BufferedBody)
 	return g
 }
 
