@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-ai/sluice/internal/openai"
 	"github.com/sluice-ai/sluice/internal/proxy"
 	"github.com/sluice-ai/sluice/internal/ratelimit"
+	"github.com/sluice-ai/sluice/internal/tracing"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
 
@@ -42,6 +43,8 @@ type exchange struct {
 	res   proxy.Result
 	usage *openai.UsageScanner
 	hit   bool // answered from the cache
+
+	span tracing.Span // the request's server span; zero when not traced
 }
 
 func (x *exchange) tenantName() string {
@@ -58,6 +61,11 @@ func (x *exchange) tenantName() string {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{start: s.opts.Clock.Now(), reqID: requestID(r.Header.Get("X-Request-Id"))}
 	w.Header().Set("X-Request-Id", x.reqID)
+	if s.tracer.Enabled() {
+		ctx, span := s.tracer.Start(r.Context(), r)
+		r = r.WithContext(ctx)
+		x.span = span
+	}
 	t := s.table.Load()
 	defer s.settle(r, x)
 	if e := s.admit(w, r, t, x); e != nil {
@@ -85,6 +93,7 @@ func (s *Server) settle(r *http.Request, x *exchange) {
 		if u, ok := x.usage.Usage(); ok {
 			tokens = u.PromptTokens + u.CompletionTokens
 			s.countTokens(x, u)
+			x.span.SetUsage(int(u.PromptTokens), int(u.CompletionTokens))
 		}
 	} else if x.hit {
 		tokens = 0 // no model ran
@@ -107,11 +116,39 @@ func (s *Server) settle(r *http.Request, x *exchange) {
 		if x.res.InterTokenGaps > 0 {
 			s.metrics.ITL.WithLabelValues(x.pool.Name(), s.modelLabel(x)).Observe(x.res.InterToken.Seconds())
 		}
+		if x.res.InterTokenGaps > 0 {
+			s.metrics.ITL.WithLabelValues(x.pool.Name(), s.modelLabel(x)).Observe(x.res.InterToken.Seconds())
+		}
 	}
+	s.endSpan(r, x)
 	s.logRequest(r, x)
 	if x.res.Abort {
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// endSpan records what the request's server span may carry (never a key or
+// prompt text) and ends it.
+func (s *Server) endSpan(r *http.Request, x *exchange) {
+	if !x.span.IsRecording() {
+		x.span.End()
+		return
+	}
+	x.span.SetOperation(r.URL.Path)
+	x.span.SetTenant(x.tenantName())
+	if x.pool != nil {
+		x.span.SetPool(x.pool.Name())
+		x.span.SetModel(x.model)
+		x.span.SetStream(x.info.Stream)
+	}
+	if x.res.Backend != "" {
+		x.span.SetBackend(x.res.Backend)
+	}
+	if x.res.FirstByte > 0 {
+		x.span.FirstToken(x.start.Add(x.res.FirstByte))
+	}
+	x.span.SetHTTPStatus(x.res.Status)
+	x.span.End()
 }
 
 // countTokens adds a response's usage to sluice_tokens_total.
