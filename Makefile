@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version=$(VERSION) -X github.com/sluice-ai/sluice/internal/buildinfo.Commit=$(COMMIT)
 
-.PHONY: build test bench bench-compare bench-scenarios fuzz fmt
+.PHONY: build test bench bench-compare bench-scenarios bench-kvroute fuzz fmt
 
 ## build: the sluice binary in bin/
 build:
@@ -39,6 +39,10 @@ bench-compare:
 ## bench-scenarios: overload, replica kill, priorities and autoscaler-vs-fixed-pool scenarios (bench/results/scenarios.md)
 bench-scenarios:
 	$(GO) run ./bench/scenarios
+
+## bench-kvroute: kv_aware against the other balancers on the Mooncake trace, 3 gateways sharing the index, a low-reuse control (bench/results/kvroute.md)
+bench-kvroute:
+	$(GO) run ./bench/kvroute
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
