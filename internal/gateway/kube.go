@@ -157,7 +157,8 @@ func (s *Server) startKubeLocked(ctx context.Context, name string) {
 				return
 			}
 			ctl, err := autoscale.NewController(name, *as, ks.work, autoscale.ControllerOptions{
-				Demand:      func() float64 { return float64(pool.InFlight() + s.pendingJobs(name)) },
+				Inputs:      func() autoscale.Inputs { return s.demandInputs(name, pool) },
+				Targets:     func() []string { return readyTargets(pool) },
 				Ready:       pool.Ready,
 				StartupTime: ks.disc.StartupTime,
 				Logger:      s.logger.With("pool", name),
@@ -224,7 +225,11 @@ func (s *Server) serveKEDA(ctx context.Context, ln net.Listener) error {
 			if p == nil {
 				return 0, false
 			}
-			return float64(p.InFlight() + s.pendingJobs(pool)), true
+			var as *config.Autoscale
+			if pc := s.Config().PoolByName(pool); pc != nil {
+				as = pc.Autoscale
+			}
+			return autoscale.Demand(as, s.demandInputs(pool, p)), true
 		},
 		TargetConcurrency: func(pool string) float64 {
 			if pc := s.Config().PoolByName(pool); pc != nil && pc.Autoscale != nil {

@@ -116,9 +116,6 @@ func (s *Server) settle(r *http.Request, x *exchange) {
 		if x.res.InterTokenGaps > 0 {
 			s.metrics.ITL.WithLabelValues(x.pool.Name(), s.modelLabel(x)).Observe(x.res.InterToken.Seconds())
 		}
-		if x.res.InterTokenGaps > 0 {
-			s.metrics.ITL.WithLabelValues(x.pool.Name(), s.modelLabel(x)).Observe(x.res.InterToken.Seconds())
-		}
 	}
 	s.endSpan(r, x)
 	s.logRequest(r, x)

@@ -40,7 +40,7 @@ func (s *Server) prepareReplicasLocked(cfg *config.Config, pools map[string]*ups
 			continue
 		}
 		pool := pools[pc.Name]
-		set, err := replicas.NewProcessSet(pc.Name, pc.Process, pool, replicas.Options{Logger: s.logger, Executable: s.exe})
+		set, err := replicas.NewProcessSet(pc.Name, pc.Process, pool, replicas.Options{Logger: s.logger, Executable: s.exe, Metrics: s.replicaMetrics})
 		if err != nil {
 			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 		}
@@ -94,8 +94,8 @@ func (s *Server) commitReplicasLocked(cfg *config.Config, plan *setPlan) (create
 func (s *Server) newController(pc *config.Pool, pool *upstream.Pool, set *replicas.ProcessSet) (*autoscale.Controller, error) {
 	name := pc.Name
 	return autoscale.NewController(name, *pc.Autoscale, set, autoscale.ControllerOptions{
-		// Active counts requests in flight and waiting in the queue.
-		Demand:      func() float64 { return float64(pool.InFlight() + s.pendingJobs(name)) },
+		Inputs:      func() autoscale.Inputs { return s.demandInputs(name, pool) },
+		Targets:     func() []string { return readyTargets(pool) },
 		Ready:       pool.Ready,
 		StartupTime: set.StartupTime,
 		Logger:      s.logger.With("pool", name),
@@ -178,4 +178,22 @@ func (s *Server) pendingJobs(pool string) int64 {
 		return 0
 	}
 	return int64(s.jobsPending(pool))
+}
+
+// demandInputs is what the gateway knows of a pool's load, for its
+// autoscaler: requests in flight and waiting, and queued jobs.
+func (s *Server) demandInputs(name string, pool *upstream.Pool) autoscale.Inputs {
+	return autoscale.Inputs{Active: pool.InFlight(), PendingJobs: s.pendingJobs(name)}
+}
+
+// readyTargets are the base URLs of a pool's ready replicas, whose
+// /metrics the autoscaler reads when its LLM signals are on.
+func readyTargets(pool *upstream.Pool) []string {
+	var out []string
+	for _, b := range pool.Backends() {
+		if b.State() == upstream.StateHealthy {
+			out = append(out, b.Target().String())
+		}
+	}
+	return out
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/sluice-ai/sluice/internal/metrics"
 	"github.com/sluice-ai/sluice/internal/proxy"
 	"github.com/sluice-ai/sluice/internal/ratelimit"
+	"github.com/sluice-ai/sluice/internal/replicas"
 	"github.com/sluice-ai/sluice/internal/tracing"
 	"github.com/sluice-ai/sluice/internal/upstream"
 )
@@ -87,6 +88,7 @@ type Server struct {
 
 	exe              string // what a process command's "sluice" runs
 	autoscaleMetrics *autoscale.Metrics
+	replicaMetrics   *replicas.Metrics
 	jobsPending      func(pool string) int
 
 	runCtx              context.Context
@@ -128,6 +130,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.exe = exe
 	s.autoscaleMetrics = autoscale.NewMetrics(reg)
+	s.replicaMetrics = replicas.NewMetrics(reg)
 	if err := s.openShared(cfg); err != nil {
 		return nil, err
 	}
