@@ -36,6 +36,9 @@ pools:
     models: ["sim-llm"]
     balancer: {{.Balancer}}
     hash_on: "header:X-Session-ID"
+{{- if .Session}}
+    scorers: {session: 1}
+{{- end}}
     kv_aware: {share: {{.Share}}, scrape_interval: 500ms}
     backends:
 {{- range .Backends}}
@@ -101,7 +104,9 @@ func (e *env) replay(ctx context.Context, tr *bench.Trace, r *row) error {
 		if err != nil {
 			return err
 		}
-		err = gatewayConfig.Execute(f, map[string]any{"Listen": addr, "Dir": dir, "Redis": redisURL, "Balancer": r.Balancer, "Share": r.Share, "Backends": sims})
+		// "kv_aware+session" is kv_aware with the session scorer on.
+		balancer, session := strings.CutSuffix(r.Balancer, "+session")
+		err = gatewayConfig.Execute(f, map[string]any{"Listen": addr, "Dir": dir, "Redis": redisURL, "Balancer": balancer, "Session": session, "Share": r.Share, "Backends": sims})
 		f.Close()
 		if err != nil {
 			return err

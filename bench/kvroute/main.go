@@ -51,6 +51,7 @@ type options struct {
 	sloITL          time.Duration
 	gateways        int
 	balancers       []string
+	render          string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -70,8 +71,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.azureWindow, "control-window", 5*time.Minute, "the stretch of the control trace replayed, in trace time")
 	fs.DurationVar(&o.sloTTFT, "slo-ttft", time.Second, "goodput objective: time to first token")
 	fs.DurationVar(&o.sloITL, "slo-itl", 50*time.Millisecond, "goodput objective: mean inter-token latency")
+	fs.StringVar(&o.render, "render", "", "measure nothing: re-render kvroute.md and kvroute.png in -out from DIR/kvroute.json")
 	fs.IntVar(&o.gateways, "gateways", 3, "gateway processes of the shared-index runs")
-	bal := fs.String("balancers", "round_robin,least_request,p2c_ewma,consistent_hash,kv_aware", "balancers of the single-gateway runs")
+	bal := fs.String("balancers", "round_robin,least_request,p2c_ewma,consistent_hash,kv_aware,kv_aware+session", "balancers of the single-gateway runs (kv_aware+session: kv_aware with the session scorer at weight 1)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -133,6 +135,17 @@ func run(ctx context.Context, args []string) error {
 	o, err := parseFlags(args)
 	if err != nil {
 		return err
+	}
+	if o.render != "" {
+		b, err := os.ReadFile(filepath.Join(o.render, "kvroute.json"))
+		if err != nil {
+			return err
+		}
+		rep := &report{}
+		if err := json.Unmarshal(b, rep); err != nil {
+			return err
+		}
+		return write(o.out, rep)
 	}
 	root, err := os.Getwd()
 	if err != nil {
@@ -208,21 +221,29 @@ func run(ctx context.Context, args []string) error {
 		logf("%s: ok %d/%d, cached %.3f (%.2f× bound), TTFT p50 %.0f ms p99 %.0f ms, good %.3f, max/mean load %.2f",
 			sp.Name, r.OK, r.Sent, r.CachedTokenRatio, r.HitVsBound, r.TTFTP50MS, r.TTFTP99MS, r.GoodRatio, r.MaxMeanLoad)
 	}
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
+	if err := write(o.out, rep); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// write writes rep to dir as kvroute.json, kvroute.md and kvroute.png.
+func write(dir string, rep *report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	js, _ := json.MarshalIndent(rep, "", "  ")
-	if err := os.WriteFile(filepath.Join(o.out, "kvroute.json"), append(js, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "kvroute.json"), append(js, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(o.out, "kvroute.md"), []byte(markdown(rep)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "kvroute.md"), []byte(markdown(rep)), 0o644); err != nil {
 		return err
 	}
-	if err := chart(rep, filepath.Join(o.out, "kvroute.png")); err != nil {
+	if err := chart(rep, filepath.Join(dir, "kvroute.png")); err != nil {
 		return err
 	}
 	fmt.Print(markdown(rep))
-	return ctx.Err()
+	return nil
 }
 
 func logf(format string, args ...any) {

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"os"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 )
 
 // redisUp checks that the Redis at addr answers PING.
@@ -109,8 +112,8 @@ func markdown(r *report) string {
 	return b.String()
 }
 
-// chart draws TTFT p50 and p99 and the cached-token ratio of every
-// Mooncake run.
+// chart draws, for every Mooncake run, three panels side by side: TTFT
+// p50, TTFT p99 and the cached-token ratio against the single-replica bound.
 func chart(r *report, path string) error {
 	var names []string
 	var p50, p99, hit plotter.Values
@@ -118,38 +121,71 @@ func chart(r *report, path string) error {
 		if x.Trace != "mooncake" || x.Error != "" {
 			continue
 		}
-		names = append(names, strings.ReplaceAll(x.Name, ", ", "\n"))
+		label := x.Name
+		if x.Gateways > 1 {
+			label = fmt.Sprintf("%s ×%d, local", x.Balancer, x.Gateways)
+			if x.Share {
+				label = fmt.Sprintf("%s ×%d, shared", x.Balancer, x.Gateways)
+			}
+		}
+		names = append(names, label)
 		p50 = append(p50, x.TTFTP50MS)
 		p99 = append(p99, x.TTFTP99MS)
-		hit = append(hit, 100*x.CachedTokenRatio)
+		hit = append(hit, x.CachedTokenRatio)
 	}
 	if len(names) == 0 {
 		return nil
 	}
-	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Mooncake trace, %d replicas: TTFT (ms) and cached prompt tokens (%%)", r.Replicas)
-	p.Y.Label.Text = "ms / %"
-	w := vg.Points(14)
-	for i, s := range []struct {
-		v   plotter.Values
-		lbl string
-		c   color.RGBA
+	panels := []struct {
+		title string
+		v     plotter.Values
+		c     color.RGBA
 	}{
-		{p50, "TTFT p50 (ms)", color.RGBA{R: 70, G: 130, B: 180, A: 255}},
-		{p99, "TTFT p99 (ms)", color.RGBA{R: 220, G: 120, B: 60, A: 255}},
-		{hit, "cached tokens (%)", color.RGBA{R: 80, G: 170, B: 90, A: 255}},
-	} {
-		bars, err := plotter.NewBarChart(s.v, w)
+		{"TTFT p50 (ms)", p50, color.RGBA{R: 70, G: 130, B: 180, A: 255}},
+		{"TTFT p99 (ms)", p99, color.RGBA{R: 220, G: 120, B: 60, A: 255}},
+		{fmt.Sprintf("cached prompt tokens (bound %.3f)", r.Bound), hit, color.RGBA{R: 80, G: 170, B: 90, A: 255}},
+	}
+	row := make([]*plot.Plot, len(panels))
+	for i, pn := range panels {
+		p := plot.New()
+		p.Title.Text = pn.title
+		bars, err := plotter.NewBarChart(pn.v, vg.Points(16))
 		if err != nil {
 			return err
 		}
-		bars.Color = s.c
+		bars.Color = pn.c
 		bars.LineStyle.Width = 0
-		bars.Offset = w * vg.Length(i-1)
 		p.Add(bars)
-		p.Legend.Add(s.lbl, bars)
+		if i == 2 {
+			line, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: r.Bound}, {X: float64(len(names)) - 0.5, Y: r.Bound}})
+			if err != nil {
+				return err
+			}
+			line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+			p.Add(line)
+			p.Y.Max = max(p.Y.Max, r.Bound*1.05)
+		}
+		p.NominalX(names...)
+		p.X.Tick.Label.Rotation = 0.6
+		p.X.Tick.Label.XAlign = draw.XRight
+		p.Y.Min = 0
+		row[i] = p
 	}
-	p.Legend.Top = true
-	p.NominalX(names...)
-	return p.Save(vg.Length(120+110*len(names)), 9*vg.Centimeter, path)
+	w, h := vg.Length(3*(90+40*len(names))), 10*vg.Centimeter
+	img := vgimg.New(w, h)
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: 1, Cols: len(row), PadX: vg.Millimeter * 6, PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
+	canvases := plot.Align([][]*plot.Plot{row}, tiles, dc)
+	for i, p := range row {
+		p.Draw(canvases[0][i])
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
