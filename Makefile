@@ -2,6 +2,7 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+STATICCHECK ?= v0.8.2
 LDFLAGS := -s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version=$(VERSION) -X github.com/sluice-ai/sluice/internal/buildinfo.Commit=$(COMMIT)
 
 .PHONY: build test bench bench-compare bench-scenarios bench-kvroute fuzz fmt
@@ -10,12 +11,13 @@ LDFLAGS := -s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version=$(VER
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
 
-## test: vet and the whole test suite with the race detector (installs or builds what tests need)
+## test: vet, staticcheck and the whole test suite with the race detector (installs or builds what tests need)
 test:
 	./scripts/test-deps.sh
 	./scripts/kube-test-assets.sh >/dev/null
 	./scripts/otelcol-test-assets.sh >/dev/null
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 	$(GO) test -race -timeout 30m ./...
 
 ## bench: Go micro-benchmarks of the hot paths

@@ -25,9 +25,6 @@ func MatchModel(pattern, model string) bool {
 	return ok && err == nil
 }
 
-// isGlob reports whether pattern is a glob rather than a plain model name.
-func isGlob(pattern string) bool { return strings.ContainsAny(pattern, `*?[\`) }
-
 // checkGlob returns why pattern is not a valid model glob, or nil.
 func checkGlob(pattern string) error {
 	if strings.IndexByte(pattern, 0) >= 0 {

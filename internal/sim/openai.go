@@ -355,7 +355,7 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var small [64]float32
-	vec := small[:0]
+	var vec []float32
 	if dim <= len(small) {
 		vec = small[:dim]
 	} else {

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/sluice-ai/sluice/internal/config"
 )
 
 // Flight is one request's stay in a pool, from Enter to Leave: it counts as
@@ -178,14 +176,4 @@ func upstreamHeaders(pool, backend map[string]string) http.Header {
 		h[http.CanonicalHeaderKey(k)] = []string{v}
 	}
 	return h
-}
-
-// backendHeaders finds a static backend's own headers in cfg.
-func backendHeaders(cfg *config.Pool, key string) map[string]string {
-	for _, bc := range cfg.Backends {
-		if bc.URL == key {
-			return bc.Headers
-		}
-	}
-	return nil
 }

@@ -378,16 +378,6 @@ type blobNames struct {
 	request, result string
 }
 
-func (b blobNames) list() []string {
-	var out []string
-	for _, n := range []string{b.request, b.result} {
-		if n != "" {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
 // decode parses a record; with bodies it loads bodies from the object store.
 func (s *Store) decode(ctx context.Context, data []byte, bodies bool) (*jobs.Job, blobNames, error) {
 	var names blobNames
