@@ -247,7 +247,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, cfg *config.Co
 	if r.ContentLength > 0 {
 		buf.Grow(int(min(r.ContentLength, 64<<10)))
 	}
-	chunk := make([]byte, 32<<10)
+	cp := chunks.Get().(*[]byte)
+	defer chunks.Put(cp)
+	chunk := *cp
 	rd := io.LimitReader(r.Body, limit+1)
 	for {
 		n, err := rd.Read(chunk)
@@ -277,6 +279,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, cfg *config.Co
 	}
 	return nil
 }
+
+// chunks are the read buffers of readBody: what is read is copied into a
+// buffer that grows with the body, so the chunk itself is reused.
+var chunks = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 func tooLarge(limit int64) *openai.Error {
 	return openai.TooLarge("request body is larger than limits.max_request_body (" + strconv.FormatInt(limit, 10) + " bytes)")
