@@ -110,6 +110,7 @@ type row struct {
 
 // report is what the run writes as JSON.
 type report struct {
+	Command    string    `json:"command"`
 	Start      time.Time `json:"start"`
 	Host       string    `json:"host"`
 	Load       string    `json:"load_average_at_start"`
@@ -169,7 +170,8 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	rep := &report{
-		Start: time.Now().UTC(), Replicas: o.replicas, KVBlocks: o.kvBlocks, BlockTok: 16,
+		Command: strings.TrimSpace("go run ./bench/kvroute " + strings.Join(args, " ")),
+		Start:   time.Now().UTC(), Replicas: o.replicas, KVBlocks: o.kvBlocks, BlockTok: 16,
 		Prefill: o.prefillPerToken.String(), ITL: o.itl.String(), MaxRunning: o.maxRunning,
 		TokenScale: o.tokenScale, TimeScale: o.timeScale, Window: o.window.String(), AzWindow: o.azureWindow.String(),
 		Requests: len(moon.Requests), Bound: moon.TokenReuseBound(), BlockBound: moon.BlockReuseBound(),
