@@ -61,7 +61,17 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 			return e
 		}
 	}
+	// A request that becomes a job runs later, admitted then under the
+	// tenant's concurrency (admitJob); submitting it holds no slot.
+	async := prefersAsync(r.Header)
+	limits := config.TenantLimits{}
 	if x.tenant != nil {
+		limits = x.tenant.Limits
+		if async {
+			limits.Concurrency = 0
+		}
+	}
+	if x.tenant != nil && !async {
 		// Before the body: a tenant at its concurrency cannot make the
 		// gateway buffer more bodies for it.
 		if x.slot = s.slots.take(x.tenant); x.slot == nil {
@@ -85,13 +95,16 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 	x.priority = upstream.ParsePriority(r.Header.Get("X-Sluice-Priority"))
 	if x.tenant != nil {
 		var e *openai.Error
-		x.ticket, e = s.limiter.Admit(r.Context(), x.tenant.Name, x.tenant.Limits, x.info.TokenReservation(defaultMaxTokens))
+		x.ticket, e = s.limiter.Admit(r.Context(), x.tenant.Name, limits, x.info.TokenReservation(defaultMaxTokens))
 		x.ticket.SetHeaders(w.Header())
 		if e != nil {
 			return e
 		}
 	}
-	if prefersAsync(r.Header) {
+	if async {
+		if x.ticket != nil {
+			x.ticket.Done(0) // the job's tokens are reserved and counted when it runs (admitJob)
+		}
 		s.submitJob(w, r, x)
 		x.answered = true
 	}
