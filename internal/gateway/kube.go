@@ -132,13 +132,14 @@ func (s *Server) newKubeSet(pc *config.Pool, pool *upstream.Pool) (*kubeSet, err
 }
 
 // startKubeLocked runs a kubernetes pool's discovery, workload watch and
-// election under ctx.
-func (s *Server) startKubeLocked(ctx context.Context, name string) {
+// election until ks.stop.
+func (s *Server) startKubeLocked(name string) {
 	ks := s.kubes[name]
 	if ks == nil || ks.cancel != nil {
 		return
 	}
-	ctx, ks.cancel = context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
+	ks.cancel = cancel
 	pool := s.pools[name]
 	ks.wg.Go(func() { _ = ks.disc.Run(ctx) })
 	if ks.work == nil {

@@ -117,7 +117,7 @@ func (s *Server) reconfigureAutoscaleLocked(rs *replicaSet, pc *config.Pool, poo
 			return
 		}
 		rs.ctl = ctl
-		if s.runCtx != nil {
+		if s.running {
 			s.startController(rs)
 		}
 	default:
@@ -130,13 +130,13 @@ func (s *Server) reconfigureAutoscaleLocked(rs *replicaSet, pc *config.Pool, poo
 	}
 }
 
-// startSetLocked runs a set's supervisor and controller under ctx.
-func (s *Server) startSetLocked(ctx context.Context, name string) {
+// startSetLocked runs a set's supervisor and controller until stopSet.
+func (s *Server) startSetLocked(name string) {
 	rs := s.sets[name]
 	if rs == nil || rs.cancel != nil {
 		return
 	}
-	setCtx, cancel := context.WithCancel(ctx)
+	setCtx, cancel := context.WithCancel(context.Background())
 	rs.cancel = cancel
 	rs.wg.Go(func() {
 		if err := rs.set.Run(setCtx); err != nil {
@@ -149,7 +149,7 @@ func (s *Server) startSetLocked(ctx context.Context, name string) {
 }
 
 func (s *Server) startController(rs *replicaSet) {
-	ctx, cancel := context.WithCancel(s.runCtx)
+	ctx, cancel := context.WithCancel(context.Background()) // stopped by rs.cancelCtl
 	rs.cancelCtl = cancel
 	ctl := rs.ctl
 	rs.wg.Go(func() { _ = ctl.Run(ctx) })

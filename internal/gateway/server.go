@@ -91,7 +91,10 @@ type Server struct {
 	replicaMetrics   *replicas.Metrics
 	jobsPending      func(pool string) int
 
-	runCtx              context.Context
+	// running is set once Run started the background work; pools, replica
+	// sets and discovery created by a reload after that are started at once.
+	// Each is stopped by its own Close or stop, never by a shared context.
+	running bool // guarded by mu
 	ready               atomic.Bool
 	dataAddr, adminAddr atomic.Pointer[string]
 	listening           chan struct{}
@@ -213,15 +216,15 @@ func (s *Server) apply(cfg *config.Config) error {
 	s.pools = next
 	newSets := s.commitReplicasLocked(cfg, sets)
 	newKubes := s.commitKubeLocked(cfg, kubes)
-	if s.runCtx != nil {
+	if s.running {
 		for _, p := range created {
-			p.Start(s.runCtx)
+			p.Start(context.Background())
 		}
 		for _, name := range newSets {
-			s.startSetLocked(s.runCtx, name)
+			s.startSetLocked(name)
 		}
 		for _, name := range newKubes {
-			s.startKubeLocked(s.runCtx, name)
+			s.startKubeLocked(name)
 		}
 	}
 	return nil
@@ -367,15 +370,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	s.mu.Lock()
-	s.runCtx = runCtx
+	s.running = true
 	for _, p := range s.pools {
-		p.Start(runCtx)
+		p.Start(context.Background()) // stopped by p.Close
 	}
 	for name := range s.sets {
-		s.startSetLocked(runCtx, name)
+		s.startSetLocked(name)
 	}
 	for name := range s.kubes {
-		s.startKubeLocked(runCtx, name)
+		s.startKubeLocked(name)
 	}
 	s.mu.Unlock()
 
