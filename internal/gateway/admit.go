@@ -43,12 +43,12 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 		x.tenant = tenant
 	}
 	if isJobsPath(r.URL.Path) {
-		x.res.Status = s.serveJobsAPI(w, r, x.tenant)
+		x.res.Status = serveTenantAPI(s.jobsAPI, w, r, x.tenant)
 		x.answered = true
 		return nil
 	}
 	if isBatchPath(r.URL.Path) {
-		x.res.Status = s.serveBatchAPI(w, r, x.tenant)
+		x.res.Status = serveTenantAPI(s.batchAPI, w, r, x.tenant)
 		x.answered = true
 		return nil
 	}

@@ -131,28 +131,16 @@ func isBatchPath(p string) bool {
 	return p == "/v1/files" || strings.HasPrefix(p, "/v1/files/") || p == "/v1/batches" || strings.HasPrefix(p, "/v1/batches/")
 }
 
-// serveBatchAPI answers /v1/files and /v1/batches for the authenticated
-// tenant.
-func (s *Server) serveBatchAPI(w http.ResponseWriter, r *http.Request, tenant *auth.Tenant) int {
-	if s.batchAPI == nil {
+// serveTenantAPI answers a request of the jobs or batch API (h) for the
+// authenticated tenant; a nil h means the job system is not running.
+func serveTenantAPI(h http.Handler, w http.ResponseWriter, r *http.Request, tenant *auth.Tenant) int {
+	if h == nil {
 		e := openai.Unavailable("jobs_unavailable", "the job system is not running", 0)
 		e.Write(w)
 		return e.Status
 	}
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-	s.batchAPI.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), tenantKey{}, tenant)))
-	return rec.status
-}
-
-// serveJobsAPI answers /v1/jobs for the authenticated tenant.
-func (s *Server) serveJobsAPI(w http.ResponseWriter, r *http.Request, tenant *auth.Tenant) int {
-	if s.jobsAPI == nil {
-		e := openai.Unavailable("jobs_unavailable", "the job system is not running", 0)
-		e.Write(w)
-		return e.Status
-	}
-	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-	s.jobsAPI.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), tenantKey{}, tenant)))
+	h.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), tenantKey{}, tenant)))
 	return rec.status
 }
 
