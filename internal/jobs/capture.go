@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+
+	"github.com/sluice-ai/sluice/internal/hopheader"
 )
 
 // errResponseTooLarge is returned by capture.Write once the body passed the
@@ -66,19 +68,11 @@ func (c *capture) result() *Result {
 		c.WriteHeader(http.StatusOK)
 	}
 	h := c.final
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
+	hopheader.Remove(h)
+	delete(h, "Content-Length") // the body is stored whole; its length is its own
 	var body []byte
 	if c.body.Len() > 0 {
 		body = c.body.Bytes()
 	}
 	return &Result{StatusCode: c.status, Header: h, Body: body}
-}
-
-// hopHeaders are dropped from captured responses: they describe the
-// connection the response was not sent on.
-var hopHeaders = []string{
-	"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding",
-	"Upgrade", "Trailer", "Te", "Content-Length",
 }

@@ -5,21 +5,9 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
-)
 
-// hopHeaders are meaningful only for one connection and must not be
-// forwarded (RFC 9110 section 7.6.1).
-var hopHeaders = []string{
-	"Connection",
-	"Proxy-Connection",
-	"Keep-Alive",
-	"Proxy-Authenticate",
-	"Proxy-Authorization",
-	"Te",
-	"Trailer",
-	"Transfer-Encoding",
-	"Upgrade",
-}
+	"github.com/sluice-ai/sluice/internal/hopheader"
+)
 
 // copyHeader copies src into dst, sharing the value slices (neither side
 // mutates them afterwards) and leaving out hop-by-hop headers and those the
@@ -27,20 +15,11 @@ var hopHeaders = []string{
 func copyHeader(dst, src http.Header) {
 	conn := src["Connection"]
 	for k, vv := range src {
-		if isHop(k) || (len(conn) > 0 && namedIn(conn, k)) {
+		if hopheader.Is(k) || (len(conn) > 0 && namedIn(conn, k)) {
 			continue
 		}
 		dst[k] = vv
 	}
-}
-
-func isHop(k string) bool {
-	for _, h := range hopHeaders {
-		if k == h {
-			return true
-		}
-	}
-	return false
 }
 
 // namedIn reports whether the Connection header values conn list key.

@@ -75,38 +75,37 @@ func TestNeverRetriesAfterBytesReachedTheClient(t *testing.T) {
 }
 
 // The retry budget caps retries in flight at budget × requests in flight
-// (floor 3): with every backend failing, the pool stops retrying.
+// (floor 3): while three other requests hold it, a failing request is not
+// retried; once they are done, it is.
 func TestRetryBudgetStopsRetryStorms(t *testing.T) {
 	var calls atomic.Int32
-	release := make(chan struct{})
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
-		<-release
 		w.WriteHeader(503)
 	}))
 	defer be.Close()
 	pl := pool(t, be.URL)
 	pr := New(nil, nil)
-	const n = 10
-	done := make(chan Result, n)
-	for range n {
-		go func() {
-			w := httptest.NewRecorder()
-			r := httptest.NewRequest(http.MethodPost, "/v1/x", strings.NewReader("{}"))
-			done <- pr.Serve(w, r, &Request{Pool: pl, Body: []byte("{}")})
-		}()
+	var holders []upstream.Flight
+	for range 3 {
+		f := pl.Enter()
+		if !f.MayRetry(false) {
+			t.Fatal("the budget's floor of 3 refused a retry")
+		}
+		holders = append(holders, f)
 	}
-	for calls.Load() < n {
-		runtimeGosched()
+	serve := func() Result {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/v1/x", strings.NewReader("{}"))
+		return pr.Serve(w, r, &Request{Pool: pl, Body: []byte("{}")})
 	}
-	close(release)
-	attempts := 0
-	for range n {
-		attempts += (<-done).Attempts
+	if res := serve(); res.Attempts != 1 || calls.Load() != 1 {
+		t.Fatalf("with the budget spent: %d attempts, %d calls; want no retry", res.Attempts, calls.Load())
 	}
-	// Each request may try 1 + retry.attempts (2) times, but only 3 of the
-	// 10 may hold retry budget: at most 10 + 3×2 attempts.
-	if attempts > n+3*2 {
-		t.Fatalf("%d attempts for %d requests: the retry budget did not hold", attempts, n)
+	for i := range holders {
+		holders[i].Leave()
+	}
+	if res := serve(); res.Attempts != 3 {
+		t.Fatalf("with the budget free: %d attempts, want 1 + retry.attempts (2)", res.Attempts)
 	}
 }

@@ -1,5 +1,0 @@
-package proxy
-
-import "runtime"
-
-func runtimeGosched() { runtime.Gosched() }
