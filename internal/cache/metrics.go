@@ -1,13 +1,13 @@
 package cache
 
 import (
-	"errors"
-	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	smetrics "github.com/sluice-ai/sluice/internal/metrics"
 )
 
 type metrics struct {
@@ -42,13 +42,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"op"}),
 	}
 	var err error
-	if m.reqs, err = register(reg, m.reqs); err != nil {
+	if m.reqs, err = smetrics.Register(reg, m.reqs); err != nil {
 		return nil, err
 	}
-	if m.redisErrors, err = register(reg, m.redisErrors); err != nil {
+	if m.redisErrors, err = smetrics.Register(reg, m.redisErrors); err != nil {
 		return nil, err
 	}
-	if m.mcErrors, err = register(reg, m.mcErrors); err != nil {
+	if m.mcErrors, err = smetrics.Register(reg, m.mcErrors); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -80,23 +80,4 @@ func (m *metrics) requests(pool string) *poolCounters {
 	next[pool] = pc
 	m.pools.Store(&next)
 	return pc
-}
-
-// register registers c, or returns the collector already registered under
-// its name, so a Cache built again on reload shares the series.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("cache: register metrics: %w", err)
 }

@@ -4,6 +4,8 @@
 package metrics
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 
@@ -128,4 +130,24 @@ func (c *CodeCounters) Inc(code int) {
 // IncLabel counts one for a non-numeric outcome such as "connect".
 func (c *CodeCounters) IncLabel(outcome string) {
 	c.vec.WithLabelValues(append(c.labels[:len(c.labels):len(c.labels)], outcome)...).Inc()
+}
+
+// Register registers c on reg, or returns the collector already registered
+// under its name, so a component rebuilt on reload (a limiter, a cache, a
+// tracer) keeps counting on the same series. A nil reg registers nothing.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if reg == nil {
+		return c, nil
+	}
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("register metrics: %w", err)
 }

@@ -1,10 +1,9 @@
 package ratelimit
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	smetrics "github.com/sluice-ai/sluice/internal/metrics"
 )
 
 type metrics struct {
@@ -34,36 +33,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	var err error
-	if m.limited, err = register(reg, m.limited); err != nil {
+	if m.limited, err = smetrics.Register(reg, m.limited); err != nil {
 		return nil, err
 	}
-	if m.redisErrors, err = register(reg, m.redisErrors); err != nil {
+	if m.redisErrors, err = smetrics.Register(reg, m.redisErrors); err != nil {
 		return nil, err
 	}
-	if m.degraded, err = register(reg, m.degraded); err != nil {
+	if m.degraded, err = smetrics.Register(reg, m.degraded); err != nil {
 		return nil, err
 	}
-	if m.settlementsDropped, err = register(reg, m.settlementsDropped); err != nil {
+	if m.settlementsDropped, err = smetrics.Register(reg, m.settlementsDropped); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// its name, so a Limiter built again on reload shares the series.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("ratelimit: register metrics: %w", err)
 }

@@ -1,9 +1,9 @@
 package tracing
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	smetrics "github.com/sluice-ai/sluice/internal/metrics"
 )
 
 // metrics count what happened to ended spans.
@@ -22,8 +22,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help: "Spans the OTLP collector accepted.",
 	})
 	if reg != nil {
-		dropped = register(reg, dropped)
-		exported = register(reg, exported)
+		dropped = mustRegister(reg, dropped)
+		exported = mustRegister(reg, exported)
 	}
 	return &metrics{
 		queueFull:    dropped.WithLabelValues("queue_full"),
@@ -33,16 +33,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 }
 
-// register registers c, or returns the collector already registered under
-// its name (a provider rebuilt on reload keeps counting on the same series).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old
-			}
-		}
+// mustRegister is metrics.Register for collectors that cannot clash.
+func mustRegister[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	c, err := smetrics.Register(reg, c)
+	if err != nil {
 		panic(err)
 	}
 	return c
