@@ -162,7 +162,7 @@ func (s *Server) startKubeLocked(name string) {
 				Targets:     func() []string { return readyTargets(pool) },
 				Ready:       pool.Ready,
 				StartupTime: ks.disc.StartupTime,
-				Logger:      s.logger.With("pool", name),
+				Logger:      s.logger, // the controller names its pool on every line
 				Clock:       s.opts.Clock,
 				Metrics:     s.autoscaleMetrics,
 			})

@@ -98,7 +98,7 @@ func (s *Server) newController(pc *config.Pool, pool *upstream.Pool, set *replic
 		Targets:     func() []string { return readyTargets(pool) },
 		Ready:       pool.Ready,
 		StartupTime: set.StartupTime,
-		Logger:      s.logger.With("pool", name),
+		Logger:      s.logger, // the controller names its pool on every line
 		Clock:       s.opts.Clock,
 		Metrics:     s.autoscaleMetrics,
 	})

@@ -3,9 +3,11 @@ package replicas
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,8 +54,58 @@ func (p *outputPump) loop() {
 		if n := p.dropped.Swap(0); n > 0 {
 			p.log.Warn("replica output dropped: the log writer is too slow", "lines", n)
 		}
+		if level, msg, attrs, ok := parseLogfmt(l.text); ok {
+			// A replica that logs like sluice (sluice sim does): its own
+			// level, message and fields, not its line quoted inside ours.
+			attrs = append(attrs, slog.String("replica", l.replica), slog.String("stream", l.stream))
+			p.log.LogAttrs(context.Background(), level, msg, attrs...)
+			continue
+		}
 		p.log.Info(l.text, "replica", l.replica, "stream", l.stream)
 	}
+}
+
+// parseLogfmt reads a line that log/slog's text handler wrote
+// ("time=… level=INFO msg=… key=value …"): its level, message and other
+// fields (time dropped: the gateway stamps its own). ok is false for any
+// other line.
+func parseLogfmt(line string) (level slog.Level, msg string, attrs []slog.Attr, ok bool) {
+	if !strings.HasPrefix(line, "time=") {
+		return 0, "", nil, false
+	}
+	rest := line
+	var sawLevel, sawMsg bool
+	for rest != "" {
+		rest = strings.TrimLeft(rest, " ")
+		key, after, found := strings.Cut(rest, "=")
+		if !found || key == "" || strings.ContainsAny(key, " \"") {
+			return 0, "", nil, false
+		}
+		var val string
+		if strings.HasPrefix(after, `"`) {
+			q, err := strconv.QuotedPrefix(after)
+			if err != nil {
+				return 0, "", nil, false
+			}
+			val, _ = strconv.Unquote(q)
+			rest = after[len(q):]
+		} else {
+			val, rest, _ = strings.Cut(after, " ")
+		}
+		switch key {
+		case "time":
+		case "level":
+			if level.UnmarshalText([]byte(val)) != nil {
+				return 0, "", nil, false
+			}
+			sawLevel = true
+		case "msg":
+			msg, sawMsg = val, true
+		default:
+			attrs = append(attrs, slog.String(key, val))
+		}
+	}
+	return level, msg, attrs, sawLevel && sawMsg
 }
 
 // send queues l, or drops it when the backlog is full.
