@@ -94,7 +94,7 @@ type Server struct {
 	// running is set once Run started the background work; pools, replica
 	// sets and discovery created by a reload after that are started at once.
 	// Each is stopped by its own Close or stop, never by a shared context.
-	running bool // guarded by mu
+	running             bool // guarded by mu
 	ready               atomic.Bool
 	dataAddr, adminAddr atomic.Pointer[string]
 	listening           chan struct{}
