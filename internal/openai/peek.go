@@ -303,7 +303,7 @@ func AddFields(body []byte, fields ...string) []byte {
 	if end < 0 || len(fields) == 0 {
 		return body
 	}
-	empty := len(bytes.TrimSpace(body[bytes.IndexByte(body, '{')+1 : end])) == 0
+	empty := len(bytes.TrimSpace(body[bytes.IndexByte(body, '{')+1:end])) == 0
 	out := make([]byte, 0, len(body)+64)
 	out = append(out, body[:end]...)
 	for i, f := range fields {
