@@ -116,9 +116,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 // gets the budget its reservation assumed (a model could otherwise write
 // far more than was reserved), and a stream without usage asks for it
 // (stream_options.include_usage), so it settles to what the model really
-// produced instead of to its reservation. The client then sees the final
-// usage chunk (empty choices), which OpenAI's SDKs read as they do when
-// they ask for it.
+// produced instead of to its reservation; the usage chunk is removed from
+// what the client sees (hiddenUsage), since it did not ask for it.
 func boundTokens(r *http.Request, x *exchange) {
 	if r.URL.Path != "/v1/chat/completions" && r.URL.Path != "/v1/completions" {
 		return
@@ -131,6 +130,7 @@ func boundTokens(r *http.Request, x *exchange) {
 	if x.info.Stream && !x.info.IncludeUsage && !bytes.Contains(x.body, []byte(`"stream_options"`)) {
 		add = append(add, `"stream_options":{"include_usage":true}`)
 		x.info.IncludeUsage = true
+		x.hideUsage = true
 	}
 	if len(add) > 0 {
 		x.body = openai.AddFields(x.body, add...)

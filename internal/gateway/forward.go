@@ -15,6 +15,11 @@ import (
 // retries) and, when the pool cannot serve, its fallbacks. The response's
 // usage is observed on the way for settle.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, t *table, x *exchange) {
+	if x.hideUsage {
+		hw := &hiddenUsage{ResponseWriter: w}
+		defer hw.finish()
+		w = hw
+	}
 	pr := &proxy.Request{Pool: x.pool, HashKey: x.hashKey, Priority: x.priority, Body: x.body, RequestID: x.reqID}
 	pr.Prompt = x.pool.HashPrompt(x.body) // nil unless the pool is kv_aware
 	defer pr.Prompt.Release()

@@ -134,3 +134,51 @@ func TestCacheIsolatesTenantsAndQueries(t *testing.T) {
 		t.Fatalf("backend calls by query: %v, want 2 without (tenants a and b) and 1 with", calls)
 	}
 }
+
+// Six streams without usage produced 18,000 tokens against tpm: 5000 and
+// settled to their reservations. A tpm-limited tenant's stream now asks for
+// usage (the client still sees no usage chunk) and a request without
+// max_tokens gets the one its reservation assumed.
+func TestStreamsOfTPMTenantsSettleToTheirUsage(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []string
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n")
+		if strings.Contains(string(b), `"include_usage":true`) {
+			_, _ = io.WriteString(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":700,\"total_tokens\":703}}\n\n")
+		}
+		_, _ = io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	defer be.Close()
+	g := startGateway(t, "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nlog: {level: error}\n"+
+		"auth:\n  keys:\n    - {name: t, key: k, limits: {tpm: 100000}}\n"+
+		"pools:\n  - {name: chat, models: [m], health_check: {path: \"\"}, backends: [{url: "+be.URL+"}]}\n")
+	resp := g.post("/v1/chat/completions", `{"model":"m","stream":true,"messages":[]}`, "Authorization", "Bearer k")
+	b := readAll(t, resp)
+	if strings.Contains(b, `"usage"`) || !strings.Contains(b, `"hi"`) || !strings.Contains(b, "[DONE]") {
+		t.Fatalf("client saw %q: want the stream without the usage chunk it did not ask for", b)
+	}
+	mu.Lock()
+	sent := bodies[0]
+	mu.Unlock()
+	if !strings.Contains(sent, `"include_usage":true`) || !strings.Contains(sent, `"max_tokens":1024`) {
+		t.Fatalf("backend got %s: want include_usage and the reserved max_tokens", sent)
+	}
+	m, err := http.Get(g.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mb := readAll(t, m); !strings.Contains(mb, `sluice_tokens_total{kind="completion",pool="chat",tenant="t"} 700`) {
+		t.Fatalf("the stream's 700 completion tokens were not counted")
+	}
+	// A client that asked for usage gets it.
+	resp = g.post("/v1/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`, "Authorization", "Bearer k")
+	if b := readAll(t, resp); !strings.Contains(b, `"usage"`) {
+		t.Fatalf("a client that asked for usage did not get it: %q", b)
+	}
+}

@@ -32,6 +32,9 @@ type exchange struct {
 	body     []byte             // the body, when admit buffered it
 	hashKey  string
 	priority upstream.Priority
+	// hideUsage: the gateway asked for the stream's usage on the client's
+	// behalf, and removes the usage chunk from what the client sees.
+	hideUsage bool
 	answered bool // admit answered the request itself (models, jobs API, 202)
 
 	// What admit took, which settle gives back.
