@@ -35,7 +35,7 @@ type exchange struct {
 	// hideUsage: the gateway asked for the stream's usage on the client's
 	// behalf, and removes the usage chunk from what the client sees.
 	hideUsage bool
-	answered bool // admit answered the request itself (models, jobs API, 202)
+	answered  bool // admit answered the request itself (models, jobs API, 202)
 
 	// What admit took, which settle gives back.
 	slot     *tenantSlot       // the tenant's local concurrency slot
