@@ -113,3 +113,58 @@ func TestHeaderLimits(t *testing.T) {
 		t.Fatalf("100 KiB header: %d, want 431", resp.StatusCode)
 	}
 }
+
+// The same attack over one h2c connection: 40 streams of one tenant, each a
+// slow upload declaring 32 MiB. Admission is per request, so the streams
+// beyond the tenant's concurrency get 429 before their bodies are read.
+func TestSlowUploadsOverOneH2CConnection(t *testing.T) {
+	be := newCapturing(t)
+	g := startGateway(t, "listen: 127.0.0.1:0\nadmin: {listen: \"\"}\nlog: {level: error}\nlimits: {max_request_body: 32MiB, body_read_timeout: 1m}\n"+
+		"auth:\n  keys:\n    - {name: t, key: k, limits: {concurrency: 3}}\n"+
+		"pools:\n  - {name: chat, models: [m], health_check: {path: \"\"}, backends: [{url: "+be.URL+"}]}\n")
+	tr := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: 1}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	const uploads = 40
+	codes := make(chan int, uploads)
+	var writers []*io.PipeWriter
+	for range uploads {
+		pr, pw := io.Pipe()
+		writers = append(writers, pw)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+g.srv.Addr()+"/v1/chat/completions", pr)
+		req.ContentLength = 32 << 20
+		req.Header.Set("Authorization", "Bearer k")
+		go func() {
+			resp, err := client.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+		go func() { _, _ = pw.Write([]byte(`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 16<<10))) }()
+	}
+	defer func() {
+		for _, pw := range writers {
+			pw.CloseWithError(io.ErrUnexpectedEOF)
+		}
+	}()
+	refused := 0
+	timeout := time.After(20 * time.Second)
+	for refused < uploads-3 {
+		select {
+		case c := <-codes:
+			if c != http.StatusTooManyRequests {
+				t.Fatalf("an upload ended with %d while the tenant's 3 admitted uploads were still sending", c)
+			}
+			refused++
+		case <-timeout:
+			t.Fatalf("%d of %d streams refused, want %d", refused, uploads, uploads-3)
+		}
+	}
+	if held := g.srv.bodies.n.Load(); held > 3*(16<<10+64)+3*(32<<10) {
+		t.Errorf("%d body bytes held for 3 admitted streams", held)
+	}
+}
