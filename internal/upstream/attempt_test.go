@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -113,5 +114,29 @@ func TestDiscardedChangeTouchesNothing(t *testing.T) {
 	c.Commit()
 	if p.BalancerName() != "random" || len(p.Backends()) != 3 {
 		t.Fatalf("committed change not applied: balancer %s, %d backends", p.BalancerName(), len(p.Backends()))
+	}
+}
+
+// Close is idempotent and stops the pool's timers: a slow start or an
+// ejection scheduled before Close never fires after it.
+func TestCloseIsIdempotentAndStopsTimers(t *testing.T) {
+	p := newTestPool(t, prometheus.NewRegistry(), nil)
+	p.mu.Lock()
+	p.afterFuncLocked(time.Hour, func() { t.Error("a timer fired after Close") })
+	n := len(p.timers)
+	p.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d timers owned, want 1", n)
+	}
+	p.Close()
+	p.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.timers) != 0 || !p.closed {
+		t.Fatalf("after Close: %d timers, closed=%v", len(p.timers), p.closed)
+	}
+	p.afterFuncLocked(time.Nanosecond, func() { t.Error("a timer was scheduled after Close") })
+	if len(p.timers) != 0 {
+		t.Fatal("a closed pool took a new timer")
 	}
 }
