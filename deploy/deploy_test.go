@@ -118,7 +118,7 @@ var pending = []string{"sluice_inter_token_latency_seconds", "sluice_time_to_fir
 // yet: sluice_autoscaler_max_replicas{pool} (the autoscaler's max, for
 // SluiceAutoscalerPinnedAtMax), and the tracing counters, registered once
 // the gateway builds its tracing.Provider with its registry.
-var proposed = []string{"sluice_autoscaler_max_replicas", "sluice_tracing_spans_dropped_total"}
+var proposed = []string{"sluice_tracing_spans_dropped_total"}
 
 // dashboardQueries extracts every expression: panel targets, annotation
 // queries and label_values() variable queries (as a selector of the

@@ -30,6 +30,8 @@ type Actuator interface {
 // of all pools.
 type Metrics struct {
 	desired  *prometheus.GaugeVec // sluice_autoscaler_desired_replicas{pool}
+	mins     *prometheus.GaugeVec // sluice_autoscaler_min_replicas{pool}
+	maxes    *prometheus.GaugeVec // sluice_autoscaler_max_replicas{pool}
 	panic    *prometheus.GaugeVec // sluice_autoscaler_panic{pool}
 	demand   *prometheus.GaugeVec // sluice_autoscaler_demand{pool,window}
 	forecast *prometheus.GaugeVec // sluice_autoscaler_forecast_replicas{pool}
@@ -43,6 +45,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		desired: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_autoscaler_desired_replicas", Help: "Replicas the autoscaler wants for a pool.",
+		}, []string{"pool"}),
+		mins: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_autoscaler_min_replicas", Help: "A pool's autoscale.min.",
+		}, []string{"pool"}),
+		maxes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_autoscaler_max_replicas", Help: "A pool's autoscale.max: desired replicas at it means the pool cannot grow further.",
 		}, []string{"pool"}),
 		panic: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_autoscaler_panic", Help: "1 while a pool's autoscaler is in panic mode (scaling up only), else 0.",
@@ -63,13 +71,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_autoscaler_replica_load", Help: "What the replicas' /metrics report, summed (signal=running|waiting|kv_cache).",
 		}, []string{"pool", "signal"}),
 	}
-	reg.MustRegister(m.desired, m.panic, m.demand, m.forecast, m.boost, m.ttft, m.replicas)
+	reg.MustRegister(m.desired, m.mins, m.maxes, m.panic, m.demand, m.forecast, m.boost, m.ttft, m.replicas)
 	return m
 }
 
 // poolGauges are one pool's handles into Metrics.
 type poolGauges struct {
 	desired, panic                     prometheus.Gauge
+	min, max                           prometheus.Gauge
 	sample, stable, panicW, prediction prometheus.Gauge
 	forecast, boost, ttft              prometheus.Gauge
 	running, waiting, kv               prometheus.Gauge
@@ -78,6 +87,8 @@ type poolGauges struct {
 func (m *Metrics) forPool(pool string) *poolGauges {
 	return &poolGauges{
 		desired:    m.desired.WithLabelValues(pool),
+		min:        m.mins.WithLabelValues(pool),
+		max:        m.maxes.WithLabelValues(pool),
 		panic:      m.panic.WithLabelValues(pool),
 		sample:     m.demand.WithLabelValues(pool, "sample"),
 		stable:     m.demand.WithLabelValues(pool, "stable"),
@@ -95,6 +106,8 @@ func (m *Metrics) forPool(pool string) *poolGauges {
 // Forget drops a pool's series (when the pool is removed from the config).
 func (m *Metrics) Forget(pool string) {
 	m.desired.DeleteLabelValues(pool)
+	m.mins.DeleteLabelValues(pool)
+	m.maxes.DeleteLabelValues(pool)
 	m.panic.DeleteLabelValues(pool)
 	m.demand.DeletePartialMatch(prometheus.Labels{"pool": pool})
 	m.forecast.DeleteLabelValues(pool)
@@ -333,6 +346,8 @@ func (c *Controller) Step(ctx context.Context) Decision {
 		}
 	}
 	if g := c.gauges; g != nil {
+		g.min.Set(float64(cfg.Min))
+		g.max.Set(float64(cfg.Max))
 		g.desired.Set(float64(d.Desired))
 		g.panic.Set(boolFloat(d.Panic))
 		g.sample.Set(d.Demand)
