@@ -32,6 +32,15 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 	if len(r.Header) > t.cfg.Limits.MaxHeaders {
 		return headersTooLarge("the request has " + strconv.Itoa(len(r.Header)) + " header fields; limits.max_headers allows " + strconv.Itoa(t.cfg.Limits.MaxHeaders))
 	}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// Go's server reads a chunked body by its chunks and hides a
+		// Content-Length sent beside it, so a request that had both cannot
+		// be told apart; RFC 9112 section 6.1 says to close the connection
+		// after answering one, as HAProxy does, so no second request can
+		// hide in a body the two ends framed differently. Clients that
+		// send JSON send a Content-Length and keep their connection.
+		w.Header().Set("Connection", "close")
+	}
 	if !cleanPath(r.URL.Path) {
 		return openai.BadRequest("the request path has empty, \".\" or \"..\" segments; send it in normal form")
 	}

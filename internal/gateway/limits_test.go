@@ -168,3 +168,33 @@ func TestSlowUploadsOverOneH2CConnection(t *testing.T) {
 		t.Errorf("%d body bytes held for 3 admitted streams", held)
 	}
 }
+
+// A request with both Content-Length and chunked Transfer-Encoding (a
+// smuggling attempt) is answered and its connection closed, so nothing
+// after it on that connection is read as a request.
+func TestChunkedRequestClosesTheConnection(t *testing.T) {
+	be := newCapturing(t)
+	g := startGateway(t, "listen: 127.0.0.1:0\nadmin: {listen: \"\"}\nlog: {level: error}\n"+
+		"pools:\n  - {name: chat, models: [m], health_check: {path: \"\"}, backends: [{url: "+be.URL+"}]}\n")
+	c, err := net.Dial("tcp", g.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := `{"model":"m"}`
+	smuggled := "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+	fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n%s", len(body), body, smuggled)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if !resp.Close {
+		t.Fatal("the response to a chunked request did not close the connection")
+	}
+	if _, err := http.ReadResponse(br, nil); err == nil {
+		t.Fatal("a second request on the connection was answered")
+	}
+}
