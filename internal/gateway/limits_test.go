@@ -144,7 +144,9 @@ func TestSlowUploadsOverOneH2CConnection(t *testing.T) {
 			resp.Body.Close()
 			codes <- resp.StatusCode
 		}()
-		go func() { _, _ = pw.Write([]byte(`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 16<<10))) }()
+		go func() {
+			_, _ = pw.Write([]byte(`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 16<<10)))
+		}()
 	}
 	defer func() {
 		for _, pw := range writers {
