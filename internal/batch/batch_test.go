@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -418,21 +419,41 @@ func FuzzParseLine(f *testing.F) {
 // once, and that no segment blob is left behind.
 func TestSegmentsMerge(t *testing.T) {
 	clock := clockwork.NewFakeClockAt(time.Now())
-	g := startGateway(t, newSimBackend(t, 0), gatewayOpts{window: 1, clock: clock})
+	backend := newSimBackend(t, 0)
+	backend.hold()
+	defer backend.release()
+	g := startGateway(t, backend, gatewayOpts{window: 1, clock: clock})
 	const n = maxSegments + 20
 	b := g.mustCreate("t", g.mustUpload("t", inputFile(n, "m", sim)).ID)
-	most := 0
-	done := g.await("t", b.ID, func() {
-		if rec, err := g.batch.st.batch(t.Context(), "t", b.ID); err == nil {
-			most = max(most, len(rec.Segments))
-		}
-		clock.Advance(time.Second)
-	})
+	// One line at a time: the window is 1 and the backend holds each
+	// request until it is let through, so every commit holds exactly one
+	// line, and the record is read after each commit.
+	seen := make([]int, 0, n)
+	for done := 1; done < n; done++ {
+		waitFor(t, "a line at the backend", func() bool { return backend.gated.Load() == 1 })
+		backend.releaseOne()
+		waitFor(t, "the line committed", func() bool {
+			clock.Advance(time.Second)
+			rec, err := g.batch.st.batch(t.Context(), "t", b.ID)
+			if err != nil || rec.Completed < done {
+				return false
+			}
+			seen = append(seen, len(rec.Segments))
+			return true
+		})
+	}
+	backend.release()
+	done := g.await("t", b.ID, func() { clock.Advance(time.Second) })
 	if done.Status != StatusCompleted || done.RequestCounts.Completed != n {
 		t.Fatalf("batch ended %s %+v", done.Status, done.RequestCounts)
 	}
-	if most > maxSegments+1 || most < maxSegments/2 {
-		t.Fatalf("the record listed up to %d segments; want them merged past %d", most, maxSegments)
+	// Each commit adds a segment, up to maxSegments+1, when they are merged
+	// into one: the record never lists more, and fewer after the merge.
+	if most := slices.Max(seen); most < maxSegments || most > maxSegments+1 {
+		t.Fatalf("the record listed up to %d segments; want %d or %d (%v)", most, maxSegments, maxSegments+1, seen)
+	}
+	if last := seen[len(seen)-1]; last >= maxSegments {
+		t.Fatalf("the record lists %d segments after %d commits; want them merged (%v)", last, n-1, seen)
 	}
 	checkExactlyOnce(t, n, parseFile(t, g.content("t", done.OutputFileID)), nil)
 	// The batch is recorded final before its blobs are deleted.

@@ -76,6 +76,30 @@ func (b *simBackend) release() {
 	b.mu.Unlock()
 }
 
+// releaseOne lets the requests now waiting at the gate through and keeps
+// the gate closed for the next ones.
+func (b *simBackend) releaseOne() {
+	b.mu.Lock()
+	old := b.gate
+	b.gate = make(chan struct{})
+	b.mu.Unlock()
+	if old != nil {
+		close(old)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after waitLimit.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (b *simBackend) serve(w http.ResponseWriter, r *http.Request) {
 	b.calls.Add(1)
 	var req struct {
