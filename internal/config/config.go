@@ -254,7 +254,7 @@ type HealthCheck struct {
 	Path string `yaml:"path"`
 	// Interval between probes. Default 5s.
 	Interval Duration `yaml:"interval"`
-	// Timeout of one probe. Default 2s.
+	// Timeout of one probe. Default 2s, or Interval when that is shorter.
 	Timeout Duration `yaml:"timeout"`
 	// HealthyThreshold consecutive successes mark a backend healthy. Default 2.
 	HealthyThreshold int `yaml:"healthy_threshold"`

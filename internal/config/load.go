@@ -49,6 +49,7 @@ func parse(path string, data []byte, lookup func(string) (string, bool)) (*Confi
 		d.value(root, reflect.ValueOf(c).Elem(), "")
 	}
 	c.pos = d.pos
+	c.followInterval()
 	errs := d.errs
 	if !slices.Contains(d.failed, "") {
 		// Validate what did decode; with the root failed, nothing did.
@@ -58,6 +59,23 @@ func parse(path string, data []byte, lookup func(string) (string, bool)) (*Confi
 		return nil, errs
 	}
 	return c, nil
+}
+
+// followInterval gives a pool whose file sets a health check's interval
+// but not its timeout a timeout no longer than the interval, so
+// health_check: {interval: 1s} alone is valid: the default 2s timeout
+// would otherwise outlast the interval and be rejected. A timeout the file
+// sets is kept, and checked as it is.
+func (c *Config) followInterval() {
+	for i := range c.Pools {
+		hc := &c.Pools[i].HealthCheck
+		if _, set := c.pos[fmt.Sprintf("pools[%d].health_check.timeout", i)]; set {
+			continue
+		}
+		if hc.Interval > 0 && hc.Timeout > hc.Interval {
+			hc.Timeout = hc.Interval
+		}
+	}
 }
 
 // parseYAML returns the root node of the one document in data, or nil for

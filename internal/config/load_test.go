@@ -718,3 +718,37 @@ func TestAliasExpansionBounded(t *testing.T) {
 		t.Errorf("got %d problems, want only the budget one", len(errs))
 	}
 }
+
+// TestHealthCheckTimeoutFollowsInterval: an interval shorter than the
+// default timeout is valid on its own; a timeout the file sets is kept and
+// checked as it is.
+func TestHealthCheckTimeoutFollowsInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name, hc string
+		want     time.Duration // timeout; 0: an error is expected
+	}{
+		{"interval alone", "{interval: 1s}", time.Second},
+		{"short interval", "{interval: 250ms}", 250 * time.Millisecond},
+		{"long interval keeps the default", "{interval: 30s}", 2 * time.Second},
+		{"timeout set", "{interval: 1s, timeout: 500ms}", 500 * time.Millisecond},
+		{"timeout alone", "{timeout: 1s}", time.Second},
+		{"timeout set longer than interval", "{interval: 1s, timeout: 2s}", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "pools:\n  - name: p\n    models: [m]\n    backends: [{url: \"http://127.0.0.1:9001\"}]\n    health_check: " + tc.hc + "\n"
+			c, err := parse("test.yaml", []byte(src), testLookup)
+			if tc.want == 0 {
+				if err == nil || !strings.Contains(err.Error(), "pools[0].health_check.timeout: timeout 2s is longer than interval 1s") {
+					t.Fatalf("err = %v, want the timeout rejected", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Pools[0].HealthCheck.Timeout.D(); got != tc.want {
+				t.Errorf("timeout = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
