@@ -173,7 +173,7 @@ func (s *Store) Reconcile(ctx context.Context) (Reconciled, error) {
 		// same bytes). The message ID lets a concurrent reconciliation of
 		// the same revision add no second entry.
 		msgID := fmt.Sprintf("requeue.%s.%d", j.ID, rev)
-		if _, err := s.js.Publish(ctx, s.queueSubject(j.Priority, poolToken(j.Pool)), e.Value(), jetstream.WithMsgID(msgID)); err != nil {
+		if err := s.enqueue(ctx, j, k, e.Value(), msgID); err != nil {
 			return out, fmt.Errorf("queue job %s again: %w", j.ID, err)
 		}
 		out.Requeued = append(out.Requeued, j.ID)
@@ -201,8 +201,8 @@ func (s *Store) queuedKeys(ctx context.Context) (map[string]bool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read queue entry %d: %w", seq, err)
 		}
-		if j, _, err := s.decode(ctx, m.Data, false); err == nil {
-			keys[recordKey(j.Tenant, j.ID)] = true
+		if key, err := s.messageKey(ctx, m.Header, m.Data); err == nil {
+			keys[key] = true
 		}
 		seq = m.Sequence + 1
 	}

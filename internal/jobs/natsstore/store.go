@@ -459,7 +459,7 @@ func (s *Store) Create(ctx context.Context, job *jobs.Job) (*jobs.Job, bool, err
 		return nil, false, err
 	}
 	key := recordKey(job.Tenant, job.ID)
-	if _, err := s.js.Publish(ctx, s.queueSubject(job.Priority, poolToken(job.Pool)), val, jetstream.WithMsgID(job.ID)); err != nil {
+	if err := s.enqueue(ctx, job, key, val, job.ID); err != nil {
 		return nil, false, fmt.Errorf("enqueue job %s: %w", job.ID, err)
 	}
 	rev, err := s.kv.Create(ctx, key, val)
@@ -520,6 +520,33 @@ func (s *Store) claimIdempotencyKey(ctx context.Context, job *jobs.Job) (*jobs.J
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// keyHeader names a queue message's record key, so that a dispatcher finds
+// the record without decoding the message. Messages queued before it
+// existed are decoded instead.
+const keyHeader = "Sluice-Job-Key"
+
+// enqueue publishes job's queue message carrying val, deduplicated by
+// msgID.
+func (s *Store) enqueue(ctx context.Context, job *jobs.Job, key string, val []byte, msgID string) error {
+	m := nats.NewMsg(s.queueSubject(job.Priority, poolToken(job.Pool)))
+	m.Data = val
+	m.Header.Set(keyHeader, key)
+	_, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
+	return err
+}
+
+// messageKey returns the record key of a queue message.
+func (s *Store) messageKey(ctx context.Context, h nats.Header, data []byte) (string, error) {
+	if key := h.Get(keyHeader); key != "" {
+		return key, nil
+	}
+	j, _, err := s.decode(ctx, data, false)
+	if err != nil {
+		return "", err
+	}
+	return recordKey(j.Tenant, j.ID), nil
 }
 
 // Get implements jobs.Store.
@@ -689,12 +716,11 @@ func (s *Store) Fetch(ctx context.Context, p jobs.Priority, max int) ([]*jobs.De
 }
 
 func (s *Store) deliver(ctx context.Context, msg jetstream.Msg, p jobs.Priority) (*jobs.Delivery, error) {
-	submitted, _, err := s.decode(ctx, msg.Data(), false)
+	key, err := s.messageKey(ctx, msg.Headers(), msg.Data())
 	if err != nil {
 		s.log.Warn("drop corrupt queue message", "err", err)
 		return nil, msg.Term()
 	}
-	key := recordKey(submitted.Tenant, submitted.ID)
 	job, err := s.get(ctx, key, true)
 	if errors.Is(err, jobs.ErrNotFound) {
 		job, err = s.recordFromMessage(ctx, key, msg)
