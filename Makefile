@@ -3,13 +3,28 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 STATICCHECK ?= v0.8.2
+IMAGE   ?= ghcr.io/sluice-ai/sluice
+TAG     ?= dev
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
 LDFLAGS := -s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version=$(VERSION) -X github.com/sluice-ai/sluice/internal/buildinfo.Commit=$(COMMIT)
 
-.PHONY: build test bench bench-compare bench-scenarios bench-kvroute fuzz fmt
+.PHONY: build image run test bench bench-compare bench-scenarios bench-kvroute fuzz fmt
 
 ## build: the sluice binary in bin/
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
+
+## run: build bin/sluice and run it in the foreground with CONFIG (the quickstart); sluice itself is make's child (exec), so SIGTERM or Ctrl-C reaches the gateway and it drains and stops its replicas
+CONFIG ?= examples/quickstart.yaml
+run: build
+	exec ./bin/sluice serve -c $(CONFIG)
+
+## image: bin/sluice-image.tar, the image $(IMAGE):$(TAG) (what deploy/ runs) for `docker load` / `podman load`; no Docker daemon or base image needed
+image:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux-$(IMAGE_ARCH)/sluice ./cmd/sluice
+	$(GO) run ./scripts/image -binary bin/linux-$(IMAGE_ARCH)/sluice -arch $(IMAGE_ARCH) \
+	  -version $(VERSION) -revision $(shell git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  -created $(shell git log -1 --format=%ct 2>/dev/null || echo 0) -tag $(IMAGE):$(TAG) -o bin/sluice-image.tar
 
 ## test: vet, staticcheck and the whole test suite with the race detector (installs or builds what tests need)
 test:
