@@ -202,10 +202,12 @@ func (a *api) upload(w http.ResponseWriter, r *http.Request) {
 		badParam("file", "upload the file as multipart/form-data with fields file and purpose").Write(w)
 		return
 	}
+	var oerr *openai.Error
 	var (
 		purpose, filename string
 		spool             *os.File
 		size              int64
+		expires           *expiresAfter
 	)
 	defer func() {
 		if spool != nil {
@@ -230,6 +232,22 @@ func (a *api) upload(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			purpose = strings.TrimSpace(string(b))
+		case "expires_after[anchor]", "expires_after[seconds]":
+			b, err := io.ReadAll(io.LimitReader(part, 64))
+			if err != nil {
+				a.readError(w, err, limit)
+				return
+			}
+			if expires == nil {
+				expires = &expiresAfter{}
+			}
+			v := strings.TrimSpace(string(b))
+			if part.FormName() == "expires_after[anchor]" {
+				expires.Anchor = v
+			} else if expires.Seconds, oerr = parseSeconds(v); oerr != nil {
+				oerr.Write(w)
+				return
+			}
 		case "file":
 			if spool != nil {
 				badParam("file", "upload one file at a time").Write(w)
@@ -263,6 +281,12 @@ func (a *api) upload(w http.ResponseWriter, r *http.Request) {
 		badParam("purpose", fmt.Sprintf("purpose %q is not supported; files here are batch input (purpose=batch)", purpose)).Write(w)
 		return
 	}
+	if expires != nil {
+		if oerr := expires.check("expires_after"); oerr != nil {
+			oerr.Write(w)
+			return
+		}
+	}
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		a.storageError(w, err)
 		return
@@ -290,9 +314,11 @@ func (a *api) upload(w http.ResponseWriter, r *http.Request) {
 		a.storageError(w, err)
 		return
 	}
+	now := a.s.clock.Now()
 	f := &File{
-		ID: id, Tenant: a.tenant(r), Bytes: size, CreatedAt: a.s.clock.Now(),
+		ID: id, Tenant: a.tenant(r), Bytes: size, CreatedAt: now,
 		Filename: cmp.Or(filename, "upload.jsonl"), Purpose: purpose, Lines: lines,
+		ExpiresAt: a.s.expiry(now, expires),
 	}
 	if err := a.s.st.putFile(r.Context(), f, spool); err != nil {
 		a.storageError(w, err)
@@ -311,8 +337,18 @@ func (a *api) readError(w http.ResponseWriter, err error, limit int64) {
 	badParam("file", "read the upload: "+err.Error()).Write(w)
 }
 
-func (a *api) getFile(w http.ResponseWriter, r *http.Request, id string) {
+// file returns the record of file id of the caller, or errNotFound if
+// there is none or it expired.
+func (a *api) file(r *http.Request, id string) (*File, error) {
 	f, err := a.s.st.file(r.Context(), a.tenant(r), id)
+	if err == nil && f.expired(a.s.clock.Now()) {
+		return nil, errNotFound
+	}
+	return f, err
+}
+
+func (a *api) getFile(w http.ResponseWriter, r *http.Request, id string) {
+	f, err := a.file(r, id)
 	if errors.Is(err, errNotFound) {
 		fileNotFound(id).Write(w)
 		return
@@ -325,7 +361,7 @@ func (a *api) getFile(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 func (a *api) content(w http.ResponseWriter, r *http.Request, id string) {
-	f, err := a.s.st.file(r.Context(), a.tenant(r), id)
+	f, err := a.file(r, id)
 	if errors.Is(err, errNotFound) {
 		fileNotFound(id).Write(w)
 		return
@@ -429,9 +465,10 @@ func (a *api) listFiles(w http.ResponseWriter, r *http.Request) {
 		a.storageError(w, err)
 		return
 	}
-	if p := q.Get("purpose"); p != "" {
-		files = slices.DeleteFunc(files, func(f *File) bool { return f.Purpose != p })
-	}
+	now := a.s.clock.Now()
+	files = slices.DeleteFunc(files, func(f *File) bool {
+		return f.expired(now) || (q.Get("purpose") != "" && f.Purpose != q.Get("purpose"))
+	})
 	// IDs sort by creation time.
 	slices.SortFunc(files, func(x, y *File) int { return strings.Compare(x.ID, y.ID) })
 	if order == "desc" {
@@ -445,12 +482,14 @@ func (a *api) listFiles(w http.ResponseWriter, r *http.Request) {
 }
 
 // createRequest is the body of POST /v1/batches. Fields OpenAI added
-// later (such as output_expires_after) are accepted and ignored.
+// later are accepted and ignored.
 type createRequest struct {
 	InputFileID      string            `json:"input_file_id"`
 	Endpoint         string            `json:"endpoint"`
 	CompletionWindow string            `json:"completion_window"`
 	Metadata         map[string]string `json:"metadata"`
+	// OutputExpiresAfter sets the expiry of the output and error files.
+	OutputExpiresAfter *expiresAfter `json:"output_expires_after"`
 }
 
 func (a *api) create(w http.ResponseWriter, r *http.Request) {
@@ -469,7 +508,7 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tenant := a.tenant(r)
-	f, err := a.s.st.file(r.Context(), tenant, req.InputFileID)
+	f, err := a.file(r, req.InputFileID)
 	if errors.Is(err, errNotFound) || (err == nil && f.Purpose != "batch") {
 		(&openai.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("input_file_id %s is not a batch input file of yours", req.InputFileID),
 			Type: "invalid_request_error", Code: "invalid_input_file_id"}).Write(w)
@@ -498,7 +537,8 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 	rec := &record{
 		ID: id, Tenant: tenant, Endpoint: req.Endpoint, InputFileID: req.InputFileID,
 		CompletionWindow: req.CompletionWindow, Metadata: req.Metadata,
-		Status: StatusValidating, CreatedAt: now, ExpiresAt: now.Add(completionWindow),
+		OutputExpiresAfter: req.OutputExpiresAfter,
+		Status:             StatusValidating, CreatedAt: now, ExpiresAt: now.Add(completionWindow),
 		Total: total,
 	}
 	if err := a.s.st.createBatch(r.Context(), rec); err != nil {
@@ -524,6 +564,9 @@ func checkCreate(req createRequest) *openai.Error {
 		if len(k) > maxMetadataKey || len(v) > maxMetadataValue {
 			return badParam("metadata", fmt.Sprintf("metadata keys are at most %d characters and values %d", maxMetadataKey, maxMetadataValue))
 		}
+	}
+	if req.OutputExpiresAfter != nil {
+		return req.OutputExpiresAfter.check("output_expires_after")
 	}
 	return nil
 }
@@ -676,8 +719,13 @@ type fileObject struct {
 }
 
 func fileView(f *File) fileObject {
-	return fileObject{ID: f.ID, Object: "file", Bytes: f.Bytes, CreatedAt: f.CreatedAt.Unix(),
+	v := fileObject{ID: f.ID, Object: "file", Bytes: f.Bytes, CreatedAt: f.CreatedAt.Unix(),
 		Filename: f.Filename, Purpose: f.Purpose, Status: "processed"}
+	if !f.ExpiresAt.IsZero() {
+		at := f.ExpiresAt.Unix()
+		v.ExpiresAt = &at
+	}
+	return v
 }
 
 // batchObject is OpenAI's batch object.

@@ -188,6 +188,8 @@ type gatewayOpts struct {
 	clock      clockwork.Clock
 	jobSlots   int
 	maxBodyLen int
+	// fileRetention is Options.FileRetention.
+	fileRetention time.Duration
 }
 
 func startGateway(t testing.TB, backend *simBackend, o gatewayOpts) *gateway {
@@ -221,6 +223,7 @@ func startGateway(t testing.TB, backend *simBackend, o gatewayOpts) *gateway {
 	bopts := Options{
 		Jobs: svc, Store: store, Window: o.window, MaxFileSize: o.maxFile,
 		Lease: o.lease, Clock: o.clock, Logger: testLogger(), MaxRequestBody: o.maxBodyLen,
+		FileRetention: o.fileRetention,
 	}
 	if o.sideRedis != nil {
 		bopts.Store = opaqueStore{store}

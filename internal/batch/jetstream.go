@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -103,6 +104,21 @@ func (s *jsStorage) files(ctx context.Context, tenant string) ([]*File, error) {
 			return err
 		}
 		out = append(out, &f)
+		return nil
+	})
+	return out, err
+}
+
+func (s *jsStorage) expiring(ctx context.Context, t time.Time) ([]*File, error) {
+	var out []*File
+	err := s.each(ctx, "f.>", func(v []byte) error {
+		var f File
+		if err := json.Unmarshal(v, &f); err != nil {
+			return err
+		}
+		if f.expired(t) {
+			out = append(out, &f)
+		}
 		return nil
 	})
 	return out, err

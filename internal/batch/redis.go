@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -18,6 +20,7 @@ import (
 //
 //   - {P:batch}:file:<id>, string: a file's record (JSON);
 //   - {P:batch}:files:<tenant>, set: the tenant's file IDs;
+//   - {P:batch}:expiry, sorted set: file IDs by expiry (Unix seconds);
 //   - {P:batch}:data:<name>, list: the content of file or blob <name> in
 //     chunks of 1 MiB, written under a temporary name and renamed into
 //     place, so a reader never sees half of it;
@@ -101,6 +104,9 @@ func (s *redisStorage) putFile(ctx context.Context, f *File, content io.Reader) 
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, s.p+"file:"+f.ID, data, 0)
 		p.SAdd(ctx, s.p+"files:"+tenantKey(f.Tenant), f.ID)
+		if !f.ExpiresAt.IsZero() {
+			p.ZAdd(ctx, s.p+"expiry", redis.Z{Score: float64(f.ExpiresAt.Unix()), Member: f.ID})
+		}
 		return nil
 	})
 	if err != nil {
@@ -157,12 +163,40 @@ func (s *redisStorage) deleteFile(ctx context.Context, tenant, id string) error 
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, s.p+"file:"+id, s.p+"data:"+id)
 		p.SRem(ctx, s.p+"files:"+tenantKey(tenant), id)
+		p.ZRem(ctx, s.p+"expiry", id)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("delete file %s: %w", id, err)
 	}
 	return nil
+}
+
+func (s *redisStorage) expiring(ctx context.Context, t time.Time) ([]*File, error) {
+	ids, err := s.rdb.ZRangeByScore(ctx, s.p+"expiry", &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(t.Unix(), 10)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list expired files: %w", err)
+	}
+	var out []*File
+	for _, id := range ids {
+		data, err := s.rdb.Get(ctx, s.p+"file:"+id).Bytes()
+		if errors.Is(err, redis.Nil) {
+			// Deleted; only the index entry was left.
+			s.rdb.ZRem(ctx, s.p+"expiry", id)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read file %s: %w", id, err)
+		}
+		var f File
+		if err := json.Unmarshal(data, &f); err != nil {
+			return nil, fmt.Errorf("decode file %s: %w", id, err)
+		}
+		if f.expired(t) { // the scores are whole seconds
+			out = append(out, &f)
+		}
+	}
+	return out, nil
 }
 
 func (s *redisStorage) createBatch(ctx context.Context, b *record) error {

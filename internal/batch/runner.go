@@ -755,12 +755,14 @@ func (r *runner) writeFiles(ctx context.Context) (outID, errID string, err error
 		if kind == "e" {
 			name = "error"
 		}
+		now := r.s.clock.Now()
 		f := &File{
 			ID:        fileID(r.id, name),
 			Tenant:    r.tenant,
-			CreatedAt: r.s.clock.Now(),
+			CreatedAt: now,
 			Filename:  r.id + "_" + name + ".jsonl",
 			Purpose:   purpose,
+			ExpiresAt: r.s.expiry(now, r.rec.OutputExpiresAfter),
 		}
 		pr, pw := io.Pipe()
 		segments := slices.Clone(r.rec.Segments)

@@ -47,6 +47,12 @@ type Options struct {
 	// its claim (a gateway that died); another Service then resumes it.
 	// Default 30s.
 	Lease time.Duration
+	// FileRetention is how long a file is kept when its upload sets no
+	// expires_after, and how long a batch's output and error files are kept
+	// when the batch sets no output_expires_after (jobs.file_retention).
+	// Expired files are deleted by every Service's sweeper. Default
+	// DefaultFileRetention (30 days).
+	FileRetention time.Duration
 	// Logger receives the Service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Clock drives timestamps, expiry, leases and polling. Default the
@@ -158,6 +164,9 @@ func newService(opts Options, st storage) *Service {
 	if opts.Lease <= 0 {
 		opts.Lease = DefaultLease
 	}
+	if opts.FileRetention <= 0 {
+		opts.FileRetention = DefaultFileRetention
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -179,10 +188,14 @@ func newService(opts Options, st storage) *Service {
 	s.jobsAPI = opts.Jobs.Handler(tenantFromContext, nil)
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		s.schedule(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.sweep(ctx)
 	}()
 	go func() {
 		defer s.wg.Done()

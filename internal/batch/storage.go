@@ -22,6 +22,9 @@ type storage interface {
 	files(ctx context.Context, tenant string) ([]*File, error)
 	// deleteFile removes file id of tenant, or returns errNotFound.
 	deleteFile(ctx context.Context, tenant, id string) error
+	// expiring returns the records of every tenant's files that expire
+	// at or before t.
+	expiring(ctx context.Context, t time.Time) ([]*File, error)
 
 	// createBatch records b (status validating) and lists it as active.
 	createBatch(ctx context.Context, b *record) error
@@ -63,6 +66,9 @@ type File struct {
 	Purpose   string    `json:"purpose"`
 	// Lines counts the requests of a batch input file.
 	Lines int `json:"lines,omitempty"`
+	// ExpiresAt is when the file is no longer served and becomes due for
+	// deletion; zero (files stored before retention existed) for never.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // Status is a batch's state, as OpenAI names them.
@@ -94,10 +100,13 @@ type record struct {
 	InputFileID      string            `json:"input_file_id"`
 	CompletionWindow string            `json:"completion_window"`
 	Metadata         map[string]string `json:"metadata,omitempty"`
-	Status           Status            `json:"status"`
-	Errors           []lineError       `json:"errors,omitempty"`
-	OutputFileID     string            `json:"output_file_id,omitempty"`
-	ErrorFileID      string            `json:"error_file_id,omitempty"`
+	// OutputExpiresAfter is the expiry policy of the output and error
+	// files; nil for Options.FileRetention.
+	OutputExpiresAfter *expiresAfter `json:"output_expires_after,omitempty"`
+	Status             Status        `json:"status"`
+	Errors             []lineError   `json:"errors,omitempty"`
+	OutputFileID       string        `json:"output_file_id,omitempty"`
+	ErrorFileID        string        `json:"error_file_id,omitempty"`
 
 	CreatedAt    time.Time `json:"created_at"`
 	ExpiresAt    time.Time `json:"expires_at"`

@@ -564,6 +564,11 @@ type Jobs struct {
 	// MaxFileSize bounds a file uploaded to /v1/files (a batch's input).
 	// Default 200MiB, OpenAI's limit for batch input files.
 	MaxFileSize Size `yaml:"max_file_size"`
+	// FileRetention keeps a file of /v1/files this long when its upload
+	// sets no expires_after (and a batch's output and error files when the
+	// batch sets no output_expires_after); expired files are deleted.
+	// Default 720h (30 days, OpenAI's default for batch files).
+	FileRetention Duration `yaml:"file_retention"`
 	// CallbackAllow lists the non-public destinations job callbacks may
 	// reach (see ParseAddrRule): "10.0.0.0/8", "10.1.2.3:8443",
 	// "hooks.internal:443", "*.hooks.internal". Default none: a callback

@@ -30,11 +30,12 @@ func Default() *Config {
 		},
 		Cache: Cache{Memory: 256 << 20},
 		Jobs: Jobs{
-			Store:       "embedded",
-			Concurrency: 64,
-			MaxAttempts: 3,
-			Retention:   Duration(24 * time.Hour),
-			MaxFileSize: 200 << 20,
+			Store:         "embedded",
+			Concurrency:   64,
+			MaxAttempts:   3,
+			Retention:     Duration(24 * time.Hour),
+			MaxFileSize:   200 << 20,
+			FileRetention: Duration(30 * 24 * time.Hour),
 		},
 		Tracing: Tracing{Protocol: "http", SampleRatio: 1},
 	}

@@ -278,7 +278,7 @@ func TestFullConfig(t *testing.T) {
 		Cache: Cache{Memory: 1 << 30, Redis: true},
 		Jobs: Jobs{
 			Store: "nats://127.0.0.1:4222", Concurrency: 8, MaxAttempts: 5,
-			Retention: d("72h"), WebhookSecret: "whsec_dGVzdA==", MaxFileSize: 200 << 20,
+			Retention: d("72h"), WebhookSecret: "whsec_dGVzdA==", MaxFileSize: 200 << 20, FileRetention: d("720h"),
 			CallbackAllow: []string{"10.0.0.0/8", "hooks.internal:443", "*.hooks.internal"},
 		},
 		Tracing: Tracing{OTLPEndpoint: "http://127.0.0.1:4317", Protocol: "grpc", SampleRatio: 0.25, Headers: map[string]string{"Authorization": "Bearer whsec_dGVzdA=="}},

@@ -757,6 +757,7 @@ func (v *validator) jobs() {
 	v.atLeast("jobs.concurrency", j.Concurrency, 1)
 	v.atLeast("jobs.max_attempts", j.MaxAttempts, 1)
 	v.positive("jobs.retention", j.Retention)
+	v.positive("jobs.file_retention", j.FileRetention)
 	if j.MaxFileSize <= 0 {
 		v.addf("jobs.max_file_size", "must be positive, e.g. 200MiB")
 	}
