@@ -202,8 +202,8 @@ func TestHelmChartMatchesKustomize(t *testing.T) {
 			d.Spec.Template.Annotations = nil
 			for i := range d.Spec.Template.Spec.Containers {
 				ct := &d.Spec.Template.Spec.Containers[i]
-				if ct.Image != "ghcr.io/sluice-ai/sluice:latest" || ct.ImagePullPolicy != corev1.PullIfNotPresent {
-					t.Errorf("%s image %s (%s), want ghcr.io/sluice-ai/sluice:latest, IfNotPresent", d.Name, ct.Image, ct.ImagePullPolicy)
+				if ct.Image != "ghcr.io/sluice-ai/sluice:dev" || ct.ImagePullPolicy != corev1.PullIfNotPresent {
+					t.Errorf("%s image %s (%s), want ghcr.io/sluice-ai/sluice:dev, IfNotPresent", d.Name, ct.Image, ct.ImagePullPolicy)
 				}
 				ct.Image, ct.ImagePullPolicy = "ghcr.io/sluice-ai/sluice", ""
 			}
