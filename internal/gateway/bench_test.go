@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -67,33 +69,88 @@ func BenchmarkProxyOverhead(b *testing.B) {
 			name = "sluice_access_log"
 		}
 		b.Run(name, func(b *testing.B) {
-			dir := b.TempDir()
-			path := filepath.Join(dir, "s.yaml")
-			cfg := "listen: 127.0.0.1:0\nadmin: {listen: \"\"}\npools:\n  - name: chat\n    models: [m1]\n    health_check: {path: \"\"}\n    backends: [{url: " + backend.URL + "}]\n"
-			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-				b.Fatal(err)
-			}
-			c, err := config.Load(path)
-			if err != nil {
-				b.Fatal(err)
-			}
-			c.DataDir = dir
-			var logger *slog.Logger
-			if logOn {
-				logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-			}
-			srv, err := New(c, Options{Logger: logger})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- srv.Run(ctx) }()
-			<-srv.Listening()
-			run(b, "http://"+srv.Addr()+"/v1/chat/completions")
-			b.StopTimer()
-			cancel()
-			<-done
+			addr := benchGateway(b, backend.URL, logOn)
+			run(b, "http://"+addr+"/v1/chat/completions")
 		})
 	}
+}
+
+// BenchmarkProxyStream measures a streamed completion through the
+// gateway: 16 token events and a usage chunk, flushed one by one by the
+// backend, read to the end by the client; direct and through sluice.
+func BenchmarkProxyStream(b *testing.B) {
+	var events []byte
+	for i := range 16 {
+		events = fmt.Appendf(events, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok%d\"}}]}\n\n", i)
+	}
+	usage := []byte("data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":16,\"total_tokens\":19}}\n\ndata: [DONE]\n\n")
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		for i := 0; i < len(events); {
+			j := bytes.Index(events[i:], []byte("\n\n")) + i + 2
+			_, _ = w.Write(events[i:j])
+			_ = rc.Flush()
+			i = j
+		}
+		_, _ = w.Write(usage)
+	}))
+	defer backend.Close()
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+	body := `{"model":"m1","messages":[{"role":"user","content":"say hello"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}`
+	run := func(b *testing.B, url string) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			r, err := client.Post(url, "application/json", strings.NewReader(body))
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, _ := io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+			if r.StatusCode != 200 || n < int64(len(events)) {
+				b.Fatalf("status %d, %d bytes", r.StatusCode, n)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, backend.URL+"/v1/chat/completions") })
+	b.Run("sluice", func(b *testing.B) {
+		run(b, "http://"+benchGateway(b, backend.URL, false)+"/v1/chat/completions")
+	})
+}
+
+// benchGateway starts a gateway with one pool of one backend and returns
+// its address; it stops when b ends.
+func benchGateway(b *testing.B, backendURL string, accessLog bool) string {
+	b.Helper()
+	dir := b.TempDir()
+	path := filepath.Join(dir, "s.yaml")
+	cfg := "listen: 127.0.0.1:0\nadmin: {listen: \"\"}\npools:\n  - name: chat\n    models: [m1]\n    health_check: {path: \"\"}\n    backends: [{url: " + backendURL + "}]\n"
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.DataDir = dir
+	var logger *slog.Logger
+	if accessLog {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := New(c, Options{Logger: logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	<-srv.Listening()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return srv.Addr()
 }

@@ -21,8 +21,9 @@ const maxRequestIDLen = 128
 // exchange is one request on its way through the pipeline: what admit
 // decided and took, what forward did, and what settle releases and records.
 type exchange struct {
-	start time.Time
-	reqID string
+	start      time.Time
+	reqID      string
+	reqIDValue [1]string // the X-Request-Id response header's value slice
 
 	// Set by admit.
 	tenant   *auth.Tenant // nil on an open gateway
@@ -63,7 +64,8 @@ func (x *exchange) tenantName() string {
 // once, gives back what admit took, accounts and logs.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{start: s.opts.Clock.Now(), reqID: requestID(r.Header.Get("X-Request-Id"))}
-	w.Header().Set("X-Request-Id", x.reqID)
+	x.reqIDValue[0] = x.reqID
+	w.Header()["X-Request-Id"] = x.reqIDValue[:] // Set would allocate the slice
 	if s.tracer.Enabled() {
 		ctx, span := s.tracer.Start(r.Context(), r)
 		r = r.WithContext(ctx)

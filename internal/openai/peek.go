@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Model servers (vLLM, SGLang, TGI, llama.cpp) read a request's fields by
@@ -40,41 +41,41 @@ func PeekRequest(body []byte) (RequestInfo, error) {
 		maxTokens, maxCompletion       int64
 		hasMaxTokens, hasMaxCompletion bool
 	)
-	err := members(body, func(name string, value []byte) error {
+	err := members(body, func(name, value []byte) error {
 		if f, ok := routingField(name); ok {
-			if f != name {
+			if f != string(name) {
 				return fmt.Errorf("%w: %q is not a field name model servers read; use %q", errAmbiguous, name, f)
 			}
 		}
-		switch name {
+		switch string(name) {
 		case "model":
-			return decodeField(name, value, &ri.Model)
+			return decodeString("model", value, &ri.Model)
 		case "stream":
-			return decodeField(name, value, &ri.Stream)
+			return decodeBool("stream", value, &ri.Stream)
 		case "stream_options":
 			if string(value) == "null" {
 				return nil
 			}
-			return members(value, func(opt string, v []byte) error {
-				if strings.EqualFold(opt, "include_usage") && opt != "include_usage" {
-					return fmt.Errorf("%w: stream_options.%q; use \"include_usage\"", errAmbiguous, opt)
+			return members(value, func(opt, v []byte) error {
+				if string(opt) == "include_usage" {
+					return decodeBool("stream_options.include_usage", v, &ri.IncludeUsage)
 				}
-				if opt == "include_usage" {
-					return decodeField("stream_options.include_usage", v, &ri.IncludeUsage)
+				if equalFold(opt, "include_usage") {
+					return fmt.Errorf("%w: stream_options.%q; use \"include_usage\"", errAmbiguous, opt)
 				}
 				return nil
 			})
 		case "max_tokens":
 			hasMaxTokens = string(value) != "null"
-			return decodeInt(name, value, &maxTokens)
+			return decodeInt("max_tokens", value, &maxTokens)
 		case "max_completion_tokens":
 			hasMaxCompletion = string(value) != "null"
-			return decodeInt(name, value, &maxCompletion)
+			return decodeInt("max_completion_tokens", value, &maxCompletion)
 		case "n":
-			return decodeInt(name, value, &ri.N)
+			return decodeInt("n", value, &ri.N)
 		default:
 			for _, f := range promptFields {
-				if name == f {
+				if string(name) == f {
 					ri.PromptBytes += int64(len(value))
 				}
 			}
@@ -100,21 +101,72 @@ func PeekRequest(body []byte) (RequestInfo, error) {
 }
 
 // routingField returns the routing field that name spells in any case.
-func routingField(name string) (string, bool) {
+func routingField(name []byte) (string, bool) {
 	for _, f := range routingFields {
-		if len(f) == len(name) && strings.EqualFold(f, name) {
+		if equalFold(name, f) {
 			return f, true
 		}
 	}
 	return "", false
 }
 
-func decodeField(name string, value []byte, dst any) error {
+// equalFold reports whether b and s are equal under Unicode case folding,
+// without converting b to a string on the common, ASCII path.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if c >= utf8.RuneSelf || d >= utf8.RuneSelf {
+			return strings.EqualFold(string(b), s)
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeString decodes the JSON string value into dst. A string without
+// escapes (every model name in practice) is copied as it stands; anything
+// else goes through encoding/json, for its unescaping and its errors.
+func decodeString(name string, value []byte, dst *string) error {
 	if string(value) == "null" {
 		return nil
 	}
-	if err := json.Unmarshal(value, dst); err != nil {
+	if n := len(value); n >= 2 && value[0] == '"' && value[n-1] == '"' && bytes.IndexByte(value[1:n-1], '\\') < 0 {
+		*dst = string(value[1 : n-1])
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(value, &s); err != nil {
 		return fmt.Errorf("field %q: %w", name, err)
+	}
+	*dst = s
+	return nil
+}
+
+// decodeBool decodes the JSON boolean value into dst.
+func decodeBool(name string, value []byte, dst *bool) error {
+	switch string(value) {
+	case "null":
+	case "true":
+		*dst = true
+	case "false":
+		*dst = false
+	default:
+		var b bool
+		if err := json.Unmarshal(value, &b); err != nil {
+			return fmt.Errorf("field %q: %w", name, err)
+		}
+		*dst = b
 	}
 	return nil
 }
@@ -138,8 +190,8 @@ func Field(body []byte, path string) string {
 	raw := body
 	for key := range strings.SplitSeq(path, ".") {
 		var found []byte
-		err := members(raw, func(name string, value []byte) error {
-			if name == key {
+		err := members(raw, func(name, value []byte) error {
+			if string(name) == key {
 				found = value
 			}
 			return nil
@@ -159,10 +211,11 @@ func Field(body []byte, path string) string {
 }
 
 // members calls fn with each member of the JSON object in doc, in order:
-// its name (unescaped) and its value's JSON text. A routing field seen
+// its name (unescaped) and its value's JSON text, both slices of doc (or
+// scratch) that fn must not keep: a name is not copied into a string. A routing field seen
 // twice, in any spelling, is an error. doc must be one valid JSON object
 // with nothing but whitespace around it.
-func members(doc []byte, fn func(name string, value []byte) error) error {
+func members(doc []byte, fn func(name, value []byte) error) error {
 	if !json.Valid(doc) {
 		return errors.New("not valid JSON")
 	}
@@ -179,9 +232,11 @@ func members(doc []byte, fn func(name string, value []byte) error) error {
 	for {
 		s.space()
 		raw := s.str()
-		name := string(raw[1 : len(raw)-1])
+		name := raw[1 : len(raw)-1]
 		if bytes.IndexByte(raw, '\\') >= 0 {
-			_ = json.Unmarshal(raw, &name) // valid JSON: cannot fail
+			var esc string
+			_ = json.Unmarshal(raw, &esc) // valid JSON: cannot fail
+			name = []byte(esc)
 		}
 		if f, ok := routingField(name); ok {
 			i := indexOf(f)

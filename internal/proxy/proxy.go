@@ -41,6 +41,7 @@ type Proxy struct {
 	logger  *slog.Logger
 	clock   clockwork.Clock
 	bufPool sync.Pool
+	watches sync.Pool // *idleWatch, armed on this Proxy's clock
 }
 
 // New returns a Proxy that logs upstream trouble to logger (nil discards)
@@ -285,33 +286,55 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, pr *Request, a u
 	return "", true
 }
 
-// outRequest builds the upstream request for an attempt to b.
+// outbound holds what an attempt's upstream request is made of besides
+// the request and its header map, allocated in one piece: the URL, the
+// body reader and the values of the headers the proxy sets.
+type outbound struct {
+	url  url.URL
+	body bodyReader
+	vals [3]string // X-Forwarded-For, X-Forwarded-Host, X-Request-Id
+}
+
+// bodyReader replays a buffered request body; it is io.NopCloser around a
+// bytes.Reader in one allocation instead of two.
+type bodyReader struct{ bytes.Reader }
+
+func (*bodyReader) Close() error { return nil }
+
+// outRequest builds the upstream request for an attempt to b. It costs
+// four allocations: outbound, the header map, the request, and the
+// X-Forwarded-For value when a prior proxy set one.
 func (p *Proxy) outRequest(ctx context.Context, r *http.Request, pr *Request, a upstream.Attempt) *http.Request {
 	t := a.Backend().Target()
-	u := &url.URL{Scheme: t.Scheme, Host: t.Host, Path: t.Path + r.URL.Path, RawQuery: r.URL.RawQuery}
+	o := &outbound{}
+	u := &o.url
+	u.Scheme, u.Host, u.Path, u.RawQuery = t.Scheme, t.Host, t.Path+r.URL.Path, r.URL.RawQuery
 	if r.URL.RawPath != "" {
 		u.RawPath = t.Path + r.URL.RawPath
 	}
 	h := make(http.Header, len(r.Header)+4)
 	copyHeader(h, r.Header)
 	if wantsTrailers(r.Header) {
-		h["Te"] = []string{"trailers"}
+		h["Te"] = teTrailers
 	}
 	ip := clientIP(r)
 	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
 		ip = joinComma(prior) + ", " + ip
 	}
-	h["X-Forwarded-For"] = []string{ip}
+	o.vals[0] = ip
+	h["X-Forwarded-For"] = o.vals[0:1:1]
 	if r.TLS != nil {
 		h["X-Forwarded-Proto"] = protoHTTPS
 	} else {
 		h["X-Forwarded-Proto"] = protoHTTP
 	}
 	if r.Host != "" {
-		h["X-Forwarded-Host"] = []string{r.Host}
+		o.vals[1] = r.Host
+		h["X-Forwarded-Host"] = o.vals[1:2:2]
 	}
 	if pr.RequestID != "" {
-		h["X-Request-Id"] = []string{pr.RequestID}
+		o.vals[2] = pr.RequestID
+		h["X-Request-Id"] = o.vals[2:3:3]
 	}
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = emptyUA // keep Go's transport from adding its own
@@ -319,21 +342,28 @@ func (p *Proxy) outRequest(ctx context.Context, r *http.Request, pr *Request, a 
 	for k, vv := range pr.Pool.Headers(a.Backend()) {
 		h[k] = vv
 	}
-	out := &http.Request{
-		Method:     r.Method,
-		URL:        u,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     h,
-		Host:       t.Host,
-	}
+	// WithContext is the one way to give a request its context, and it
+	// copies: copy r and set every field, rather than build a request and
+	// copy that.
+	out := r.WithContext(ctx)
+	out.Method = r.Method
+	out.URL = u
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	out.Header = h
+	out.Host = t.Host
+	out.Body, out.GetBody, out.ContentLength = nil, nil, 0
+	out.TransferEncoding, out.Close, out.Trailer = nil, false, nil
+	out.Form, out.PostForm, out.MultipartForm = nil, nil, nil
+	out.RemoteAddr, out.RequestURI, out.Pattern = "", "", ""
+	out.TLS, out.Response = nil, nil // (Cancel is never set on a server's request)
 	switch {
 	case pr.Body != nil:
-		out.Body = io.NopCloser(bytes.NewReader(pr.Body))
 		out.ContentLength = int64(len(pr.Body))
 		if len(pr.Body) == 0 {
 			out.Body = http.NoBody
+		} else {
+			o.body.Reset(pr.Body)
+			out.Body = &o.body
 		}
 	case r.Body == nil || r.Body == http.NoBody:
 		out.Body = http.NoBody
@@ -344,13 +374,14 @@ func (p *Proxy) outRequest(ctx context.Context, r *http.Request, pr *Request, a 
 	if p.Tracer.Enabled() {
 		p.Tracer.Inject(ctx, h) // the attempt's span is the backend's parent
 	}
-	return out.WithContext(ctx)
+	return out
 }
 
 var (
 	protoHTTP  = []string{"http"}
 	protoHTTPS = []string{"https"}
 	emptyUA    = []string{""}
+	teTrailers = []string{"trailers"}
 )
 
 func joinComma(vv []string) string {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // respond copies resp to w. Streamed bodies (SSE, or no Content-Length) are
@@ -42,15 +44,15 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, res
 	w.WriteHeader(resp.StatusCode)
 	res.Status = resp.StatusCode
 
-	rc := http.NewResponseController(w)
+	var rc *http.ResponseController
 	if flush {
+		rc = http.NewResponseController(w)
 		_ = rc.Flush() // headers go out now; the first event may take a while
 	}
 	// A stall closes the upstream body, which ends the pending Read.
 	idle := pr.Pool.Config().Timeouts.StreamIdle.D()
-	var stalled atomic.Bool
-	idleTimer := p.clock.AfterFunc(idle, func() { stalled.Store(true); resp.Body.Close() })
-	defer idleTimer.Stop()
+	watch := p.watchIdle(idle, &resp.Body)
+	defer p.unwatchIdle(watch)
 
 	bufp := p.bufPool.Get().(*[]byte)
 	defer p.bufPool.Put(bufp)
@@ -78,7 +80,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, res
 				}
 				lastEvent = now
 			}
-			idleTimer.Reset(idle)
+			watch.timer.Reset(idle)
 			if pr.Observe != nil {
 				pr.Observe(resp.Header, buf[:n])
 			}
@@ -98,7 +100,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, res
 			break
 		}
 		if rerr != nil {
-			if stalled.Load() {
+			if watch.stalled.Load() {
 				rerr = errStreamIdleTimeout
 			}
 			return first, p.streamFailed(w, r, pr, sse, rerr, res)
@@ -167,6 +169,9 @@ func (res *Result) decodeCost() time.Duration {
 	return time.Duration(refStreamEvents-1) * res.InterToken
 }
 
+// isEventStream reports whether the Content-Type ct is text/event-stream.
+// A type without parameters (application/json, the common answer) is
+// compared as it stands; only one with parameters is parsed.
 func isEventStream(ct string) bool {
 	if ct == "" {
 		return false
@@ -174,6 +179,51 @@ func isEventStream(ct string) bool {
 	if strings.HasPrefix(ct, "text/event-stream") {
 		return true
 	}
+	if !strings.Contains(ct, ";") {
+		return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	return err == nil && mt == "text/event-stream"
+}
+
+// idleWatch ends a response whose upstream body stalls: when its timer
+// fires it marks the stall and closes the body, which ends the pending
+// Read. Watches and their timers are reused, so a response costs no timer
+// allocation.
+type idleWatch struct {
+	timer   clockwork.Timer
+	body    atomic.Pointer[io.ReadCloser]
+	stalled atomic.Bool
+}
+
+func (iw *idleWatch) fire() {
+	iw.stalled.Store(true)
+	if b := iw.body.Load(); b != nil {
+		(*b).Close()
+	}
+}
+
+// watchIdle arms a watch that closes *body after idle without a Reset.
+func (p *Proxy) watchIdle(idle time.Duration, body *io.ReadCloser) *idleWatch {
+	iw, _ := p.watches.Get().(*idleWatch)
+	if iw == nil {
+		iw = &idleWatch{}
+		iw.body.Store(body)
+		iw.timer = p.clock.AfterFunc(idle, iw.fire)
+		return iw
+	}
+	iw.body.Store(body)
+	iw.timer.Reset(idle)
+	return iw
+}
+
+// unwatchIdle disarms iw, and keeps it for reuse unless its timer fired (or
+// is firing): then it is dropped, so no late fire reaches a later response.
+func (p *Proxy) unwatchIdle(iw *idleWatch) {
+	if !iw.timer.Stop() {
+		return
+	}
+	iw.body.Store(nil)
+	iw.stalled.Store(false)
+	p.watches.Put(iw)
 }
