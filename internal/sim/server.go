@@ -151,7 +151,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !inflight.enter() {
 				w.Header()[InstanceHeader] = s.instance.Load().header
-				openai.Unavailable("shutting_down", "the server is shutting down", 0).Write(w)
+				openai.Unavailable("shutting_down", "the server is shutting down; another replica can serve", time.Second).Write(w)
 				return
 			}
 			defer inflight.leave()
