@@ -161,9 +161,16 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, t *table, x *exch
 	}
 	switch {
 	case r.URL.Path == "/v1/models" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		x.res.Bytes = s.listModels(w, t, x.tenant)
+		x.res.Bytes = s.listModels(w, r, t, x.tenant)
 		x.res.Status = http.StatusOK
 		x.answered = true
+		return false, nil
+	case strings.HasPrefix(r.URL.Path, "/v1/models/") && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		n, e := s.retrieveModel(w, r, t, x.tenant, strings.TrimPrefix(r.URL.Path, "/v1/models/"))
+		if e != nil {
+			return false, e
+		}
+		x.res.Bytes, x.res.Status, x.answered = n, http.StatusOK, true
 		return false, nil
 	case strings.HasPrefix(r.URL.Path, "/v1/"):
 		if r.Method != http.MethodPost {

@@ -1,10 +1,8 @@
 package gateway
 
 import (
-	"encoding/json"
 	"net/http"
 
-	"github.com/sluice-ai/sluice/internal/auth"
 	"github.com/sluice-ai/sluice/internal/cache"
 	"github.com/sluice-ai/sluice/internal/openai"
 	"github.com/sluice-ai/sluice/internal/proxy"
@@ -90,31 +88,4 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *table, pr *pro
 		res.Error.Write(w)
 	}
 	return res
-}
-
-// listModels answers GET /v1/models from config, in OpenAI's list format:
-// every configured model, or those the tenant may use. It returns the
-// bytes written.
-func (s *Server) listModels(w http.ResponseWriter, t *table, tenant *auth.Tenant) int64 {
-	type model struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		Created int64  `json:"created"`
-		OwnedBy string `json:"owned_by"`
-	}
-	out := struct {
-		Object string  `json:"object"`
-		Data   []model `json:"data"`
-	}{Object: "list", Data: make([]model, 0, len(t.models))}
-	for _, m := range t.models {
-		if tenant != nil && !tenant.MayUse(m) {
-			continue
-		}
-		out.Data = append(out.Data, model{ID: m, Object: "model", Created: s.started.Unix(), OwnedBy: "sluice"})
-	}
-	b, _ := json.Marshal(out)
-	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	n, _ := w.Write(b)
-	return int64(n)
 }

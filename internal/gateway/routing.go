@@ -15,15 +15,15 @@ import (
 // table is an immutable routing table built from one config; a reload swaps
 // in a new one atomically, so a request routes entirely on one version.
 type table struct {
-	cfg    *config.Config
-	pools  map[string]*upstream.Pool
-	order  []*upstream.Pool // config order, for listings
-	routes []route
-	exact  map[string]*upstream.Pool // model name -> pool
-	globs  []globRoute               // in config order
-	hash   map[string]config.HashOn  // pool name -> parsed hash_on (consistent_hash pools only)
-	models []string                  // every configured model name, for GET /v1/models
-	auth   *auth.Authenticator       // nil: an open gateway
+	cfg     *config.Config
+	pools   map[string]*upstream.Pool
+	order   []*upstream.Pool // config order, for listings
+	routes  []route
+	exact   map[string]*upstream.Pool // model name -> pool
+	globs   []globRoute               // in config order
+	hash    map[string]config.HashOn  // pool name -> parsed hash_on (consistent_hash pools only)
+	catalog *modelCatalog             // what the backends say they serve, for GET /v1/models
+	auth    *auth.Authenticator       // nil: an open gateway
 }
 
 type route struct {
@@ -38,18 +38,17 @@ type globRoute struct {
 }
 
 func buildTable(cfg *config.Config, pools map[string]*upstream.Pool) (*table, error) {
-	t := &table{cfg: cfg, pools: pools, exact: make(map[string]*upstream.Pool), hash: make(map[string]config.HashOn)}
+	t := &table{cfg: cfg, pools: pools, exact: make(map[string]*upstream.Pool), hash: make(map[string]config.HashOn), catalog: &modelCatalog{}}
 	for i := range cfg.Pools {
 		pc := &cfg.Pools[i]
 		p := pools[pc.Name]
 		t.order = append(t.order, p)
 		for _, m := range pc.Models {
-			if strings.ContainsAny(m, `*?[\`) {
+			if isPattern(m) {
 				t.globs = append(t.globs, globRoute{pattern: m, pool: p})
 			} else {
 				t.exact[m] = p
 			}
-			t.models = append(t.models, m)
 		}
 		if pc.Balancer == "consistent_hash" {
 			h, err := config.ParseHashOn(pc.HashOn)

@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// sdkDir holds the SDK test: package.json pins the official openai
+// package, package-lock.json its exact files, sdk.mjs the script.
+const sdkDir = "testdata/sdk"
+
+// needTool finds a command the test needs: missing, it fails the test
+// under CI (make test installs it) and skips it elsewhere.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not installed (scripts/test-deps.sh installs it)", name)
+		}
+		t.Skipf("%s is not installed (scripts/test-deps.sh installs it)", name)
+	}
+	return p
+}
+
+// sdkModules installs the locked packages once per lock file into the
+// user's cache directory and returns that directory.
+func sdkModules(t *testing.T) string {
+	t.Helper()
+	npm := needTool(t, "npm")
+	lock, err := os.ReadFile(filepath.Join(sdkDir, "package-lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(lock)
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "sluice-test", "openai-sdk-"+hex.EncodeToString(sum[:8]))
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai", "package.json")); err == nil {
+		return dir
+	}
+	// Installed beside, then renamed into place: concurrent test runs never
+	// see a half-installed directory.
+	tmp := dir + ".tmp-" + strconv.Itoa(os.Getpid())
+	os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	for _, f := range []string{"package.json", "package-lock.json"} {
+		b, err := os.ReadFile(filepath.Join(sdkDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	cmd.Dir = tmp
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci: %v\n%s", err, out)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, serr := os.Stat(filepath.Join(dir, "node_modules", "openai")); serr != nil {
+			t.Fatalf("install the SDK: %v", err)
+		}
+	}
+	return dir
+}
+
+// runSDK runs testdata/sdk/sdk.mjs against the gateway at url; the script
+// prints "ok" when every check passed.
+func runSDK(t *testing.T, url string) {
+	t.Helper()
+	node := needTool(t, "node")
+	dir := sdkModules(t)
+	script, err := os.ReadFile(filepath.Join(sdkDir, "sdk.mjs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The script must sit beside node_modules for `import 'openai'`.
+	scriptPath := filepath.Join(dir, "surface-"+strconv.Itoa(os.Getpid())+".mjs")
+	if err := os.WriteFile(scriptPath, script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(scriptPath)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, scriptPath)
+	cmd.Env = append(os.Environ(), "SLUICE_URL="+url)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the SDK script failed: %v\n%s", err, out.String())
+	}
+	if got := bytes.TrimSpace(out.Bytes()); string(got) != "ok" {
+		t.Fatalf("the SDK script printed %q, want ok", got)
+	}
+}
+
+// TestOpenAISurfaceWithSDK runs the official openai npm package through a
+// gateway in front of a real `sluice sim`: a refusal retrying cannot fix is
+// sent once, models.list shows the replica's ids behind a pattern, and
+// models.retrieve answers them (testdata/sdk/sdk.mjs).
+func TestOpenAISurfaceWithSDK(t *testing.T) {
+	if testing.Short() {
+		t.Skip("installs and runs the openai npm package")
+	}
+	sim := startSim(t, "sdk")
+	g := startGateway(t, `listen: LISTEN
+admin: {listen: ADMIN}
+log: {level: warn}
+auth:
+  keys:
+    - {name: small, key: k-small, limits: {tpm: 2000}}
+    - {name: team, key: k-team}
+pools:
+  - name: sims
+    models: ["sim-*"]
+    health_check: {path: ""}
+    backends:
+`+backendsYAML(sim))
+	runSDK(t, g.url)
+}
