@@ -246,6 +246,13 @@ type Queue struct {
 	Size int `yaml:"size"`
 	// Timeout is the longest a request waits. Default 30s.
 	Timeout Duration `yaml:"timeout"`
+	// Reserve is the share of the pool's capacity (max_concurrency times
+	// the ready backends) that low-priority requests (X-Sluice-Priority:
+	// low, batch lines) never take: they start only while fewer than
+	// (1 - reserve) × capacity requests are in flight, and wait otherwise;
+	// high and normal requests may use all of it. 0 to 1, 1 excluded.
+	// Default 0: no reserve. Needs max_concurrency.
+	Reserve float64 `yaml:"reserve"`
 }
 
 // HealthCheck configures active health checks.

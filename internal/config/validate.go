@@ -336,6 +336,11 @@ func (v *validator) pool(at string, p *Pool) {
 	} else if p.Queue.Size > 0 {
 		v.positive(at+".queue.timeout", p.Queue.Timeout)
 	}
+	if r := p.Queue.Reserve; !(r >= 0 && r < 1) {
+		v.addf(at+".queue.reserve", "%v: want a share from 0 up to but not including 1, e.g. 0.25", r)
+	} else if r > 0 && p.MaxConcurrency == 0 {
+		v.addf(at+".queue.reserve", "a reserve is a share of max_concurrency: set max_concurrency")
+	}
 
 	if hc := p.HealthCheck; hc.Path != "" {
 		hp := at + ".health_check"

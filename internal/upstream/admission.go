@@ -79,12 +79,16 @@ type queue struct {
 
 // next removes and returns the waiter to serve now, or nil. Waiters that
 // gave up are dropped on the way.
-func (q *queue) nextLocked(peek bool) *waiter {
+func (q *queue) nextLocked(peek bool) *waiter { return q.nextAllowedLocked(peek, true) }
+
+// nextAllowedLocked is nextLocked, leaving out the low class unless low:
+// a class left out neither is served nor earns credit.
+func (q *queue) nextAllowedLocked(peek, low bool) *waiter {
 	for {
 		best, total := -1, 0
 		for c := range q.classes {
 			q.trimLocked(c)
-			if len(q.classes[c]) == 0 {
+			if len(q.classes[c]) == 0 || (!low && c == int(PriorityLow)) {
 				continue
 			}
 			total += classWeights[c]
@@ -100,7 +104,7 @@ func (q *queue) nextLocked(peek bool) *waiter {
 			return w
 		}
 		for c := range q.classes {
-			if len(q.classes[c]) > 0 {
+			if len(q.classes[c]) > 0 && (low || c != int(PriorityLow)) {
 				q.credits[c] += classWeights[c]
 			}
 		}
@@ -138,10 +142,21 @@ func (p *Pool) Acquire(ctx context.Context, key string, prio Priority, exclude *
 
 // acquire is Acquire for a request with prompt blocks (kv_aware).
 func (p *Pool) acquire(ctx context.Context, key string, blocks []uint64, prio Priority, exclude *Backend) (*Backend, error) {
-	if b := p.tryAcquire(key, blocks, exclude); b != nil {
+	cfg := p.Config()
+	// A low-priority request in a pool with a reserve checks the reserve
+	// and takes its slot under the queue's lock, as dispatch does, so that
+	// two of them cannot both take the last slot below it.
+	reserved := prio == PriorityLow && hasReserve(cfg)
+	if reserved {
+		p.q.mu.Lock()
+		b := p.tryAcquireLowLocked(cfg, key, blocks, exclude)
+		p.q.mu.Unlock()
+		if b != nil {
+			return b, nil
+		}
+	} else if b := p.tryAcquire(key, blocks, exclude); b != nil {
 		return b, nil
 	}
-	cfg := p.Config()
 	if p.Ready() == 0 && !p.replicasComing(cfg) {
 		// Static backends that are all down: waiting would only delay the
 		// 503 the client gets anyway.
@@ -159,7 +174,13 @@ func (p *Pool) acquire(ctx context.Context, key string, blocks []uint64, prio Pr
 	q.mu.Lock()
 	// Check again under the lock: a release between the first try and here
 	// dispatched to nobody.
-	if b := p.tryAcquire(key, blocks, exclude); b != nil {
+	var b *Backend
+	if reserved {
+		b = p.tryAcquireLowLocked(cfg, key, blocks, exclude)
+	} else {
+		b = p.tryAcquire(key, blocks, exclude)
+	}
+	if b != nil {
 		q.mu.Unlock()
 		return b, nil
 	}
@@ -222,16 +243,19 @@ func (p *Pool) Release(b *Backend, rtt time.Duration) {
 	p.dispatch()
 }
 
-// dispatch hands free capacity to waiting requests, in priority order.
+// dispatch hands free capacity to waiting requests, in priority order;
+// low-priority ones only while the pool's reserve allows (lowFits).
 func (p *Pool) dispatch() {
 	q := &p.q
 	if q.n.Load() == 0 {
 		return
 	}
+	cfg := p.Config()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.n.Load() > 0 {
-		w := q.nextLocked(true)
+		low := p.lowFits(cfg)
+		w := q.nextAllowedLocked(true, low)
 		if w == nil {
 			return
 		}
@@ -239,11 +263,46 @@ func (p *Pool) dispatch() {
 		if b == nil {
 			return
 		}
-		q.nextLocked(false)
+		q.nextAllowedLocked(false, low)
 		w.done = true
 		q.n.Add(-1)
 		w.ch <- b
 	}
+}
+
+// hasReserve reports whether cfg keeps capacity from low-priority
+// requests: a queue.reserve and a max_concurrency to take it from.
+func hasReserve(cfg *config.Pool) bool {
+	return cfg.Queue.Reserve > 0 && cfg.MaxConcurrency > 0
+}
+
+// lowFits reports whether a low-priority request may start now. A pool
+// keeps queue.reserve of its capacity (the ready backends' caps) for high
+// and normal requests: low ones start only while the requests in flight on
+// the ready backends are fewer than (1 - reserve) × capacity, while high
+// and normal ones may use all of it. Low requests wait in the queue
+// meanwhile, or fail at once without one.
+func (p *Pool) lowFits(cfg *config.Pool) bool {
+	if !hasReserve(cfg) {
+		return true
+	}
+	limit := int64(cfg.MaxConcurrency)
+	var capacity, inFlight int64
+	for _, bb := range p.snap.Load().ready {
+		b := bb.(*Backend)
+		capacity += capOf(b, limit)
+		inFlight += b.InFlight()
+	}
+	return float64(inFlight) < (1-cfg.Queue.Reserve)*float64(capacity)
+}
+
+// tryAcquireLowLocked is tryAcquire for a low-priority request, within
+// the reserve. The caller holds p.q.mu.
+func (p *Pool) tryAcquireLowLocked(cfg *config.Pool, key string, blocks []uint64, exclude *Backend) *Backend {
+	if !p.lowFits(cfg) {
+		return nil
+	}
+	return p.tryAcquire(key, blocks, exclude)
 }
 
 // scratch holds candidate slices, so filtering allocates nothing.
