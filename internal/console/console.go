@@ -2,12 +2,13 @@
 // (HTML, JavaScript, CSS and the uPlot charting library, embedded) that
 // polls the admin JSON APIs and draws live charts of request rate,
 // latency, time to first token, tokens/s, queue depth and replicas (with the
-// autoscaler's decisions), and tables of backends, jobs and tenants.
+// autoscaler's decisions), and tables of backends, jobs, recent job
+// failures and tenants.
 //
 // It needs no build step and nothing from the internet: every file it
-// loads is in static/. The page reads /api/pools and /api/jobs/stats (the
-// gateway's) and /api/stats, which StatsHandler serves from the gateway's
-// Prometheus registry.
+// loads is in static/. The page reads /api/pools, /api/jobs/stats and
+// /api/jobs/failures (the gateway's) and /api/stats, which StatsHandler
+// serves from the gateway's Prometheus registry.
 package console
 
 import (

@@ -101,7 +101,7 @@ func serve(t *testing.T, admin string) *httptest.Server {
 	target, _ := url.Parse(admin)
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	mux := http.NewServeMux()
-	for _, p := range []string{"GET /api/pools", "GET /api/jobs/stats", "GET /metrics"} {
+	for _, p := range []string{"GET /api/pools", "GET /api/jobs/stats", "GET /api/jobs/failures", "GET /metrics"} {
 		mux.Handle(p, proxy)
 	}
 	mux.Handle("GET /", console.Handler(console.Options{Gatherer: scrape(admin + "/metrics"), Tenants: testTenants}))
@@ -189,6 +189,9 @@ type browserResult struct {
 		Jobs          string
 		Canvases      int
 	}
+	// Failures are the rows of the recent job failures table: job, tenant,
+	// pool, model, attempts, status, error.
+	Failures   [][]string
 	Filtered   int
 	Decisions  int
 	Errors     []string
@@ -246,11 +249,11 @@ func TestConsoleInABrowser(t *testing.T) {
 	if r.First.KPIs["rps"] == r.Later.KPIs["rps"] && r.First.KPIs["tps"] == r.Later.KPIs["tps"] {
 		t.Errorf("numbers did not change between reads: %v and %v", r.First.KPIs, r.Later.KPIs)
 	}
-	// 3 chat, 1 tiny and 1 to 3 auto backends as the autoscaler follows
-	// the waves of load.
+	// 3 chat, 1 tiny, 1 broken and 1 to 3 auto backends as the
+	// autoscaler follows the waves of load.
 	up, total, _ := strings.Cut(r.Later.KPIs["up"], "/")
-	if n, _ := strconv.Atoi(total); n < 5 || n > 7 || r.Later.Backends != n || number(up) < 3 {
-		t.Errorf("backends up %q with %d rows, want 3 to 7 up of 5 to 7, one row each", r.Later.KPIs["up"], r.Later.Backends)
+	if n, _ := strconv.Atoi(total); n < 6 || n > 8 || r.Later.Backends != n || number(up) < 3 {
+		t.Errorf("backends up %q with %d rows, want 3 to 8 up of 6 to 8, one row each", r.Later.KPIs["up"], r.Later.Backends)
 	}
 	if r.Filtered != 1 {
 		t.Errorf("backend rows filtered by \"tiny\": %d, want 1", r.Filtered)
@@ -260,6 +263,21 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	if !strings.Contains(r.Later.Jobs, "succeeded") {
 		t.Errorf("jobs panel %q", r.Later.Jobs)
+	}
+	// The jobs Load sends to pool broken, whose backend answers 500, fail
+	// after their retries and show up in the table.
+	failed := false
+	for _, row := range r.Failures {
+		if len(row) == 7 && strings.HasPrefix(row[0], "job_") && row[1] == "team-b" && row[2] == "broken" && row[3] == "broken-llm" &&
+			row[4] == "3" && row[5] == "500" && strings.Contains(row[6], "upstream answered 500") {
+			failed = true
+		}
+		if strings.Contains(strings.Join(row, " "), "doomed") {
+			t.Errorf("a failure row shows the request body: %q", row)
+		}
+	}
+	if !failed {
+		t.Errorf("recent job failures %q: want a job of team-b on pool broken (broken-llm), 3 attempts, status 500", r.Failures)
 	}
 	if r.Decisions == 0 {
 		t.Error("no autoscaler decision marked")

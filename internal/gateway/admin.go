@@ -52,6 +52,7 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		s.jobs.StatsHandler().ServeHTTP(w, r)
 	})
+	mux.HandleFunc("GET /api/jobs/failures", s.handleJobFailures)
 	mux.Handle("GET /", console.Handler(console.Options{
 		Gatherer: s.reg,
 		Tenants:  func() []console.TenantLimits { return console.TenantsFromConfig(s.Config()) },

@@ -46,6 +46,7 @@ func (s *Server) openJobs(ctx context.Context, cfg *config.Config, ownAddrs []st
 		return fmt.Errorf("jobs store %q: %w", cfg.Jobs.Store, err)
 	}
 	storeUp.Set(1)
+	failures := recordJobFailures(store) // the dispatcher's store, which remembers failed jobs (GET /api/jobs/failures)
 	var keep []string
 	for _, pc := range cfg.Pools {
 		if h := pc.ParsedHashOn(); pc.Balancer == "consistent_hash" && h.Kind == config.HashHeader {
@@ -53,7 +54,7 @@ func (s *Server) openJobs(ctx context.Context, cfg *config.Config, ownAddrs []st
 		}
 	}
 	svc, err := jobs.New(ctx, jobs.Options{
-		Store:          store,
+		Store:          failures,
 		Exec:           http.HandlerFunc(s.runJob),
 		Admit:          s.admitJob,
 		Concurrency:    cfg.Jobs.Concurrency,
@@ -71,7 +72,7 @@ func (s *Server) openJobs(ctx context.Context, cfg *config.Config, ownAddrs []st
 		_ = store.Close()
 		return err
 	}
-	s.jobStore, s.jobs = store, svc
+	s.jobStore, s.jobs = failures, svc
 	s.jobsAPI = svc.Handler(tenantOfRequest, s.validateJob)
 	s.jobsPending = func(pool string) int { return svc.PendingByPool()[pool] }
 	var rdb redis.UniversalClient

@@ -2,8 +2,9 @@
 // of the admin console and of the dashboards: the binary built from this
 // checkout, `sluice sim` backends, tenants with limits that refuse some
 // requests, a pool whose queue overflows, a backend that refuses
-// connections, an autoscaled process pool and async jobs, so every metric
-// family the gateway exports has data.
+// connections, an autoscaled process pool and async jobs (some of which fail
+// against a backend that answers 500), so every metric family the gateway
+// exports has data.
 package consoletest
 
 import (
@@ -77,6 +78,10 @@ pools:
     queue: {size: 1, timeout: 100ms}
     health_check: {path: ""}
     backends: [{url: "http://SIM1"}]
+  - name: broken
+    models: [broken-llm]
+    health_check: {path: ""}
+    backends: [{url: "http://BROKEN"}]
   - name: auto
     models: [auto-llm]
     process:
@@ -88,19 +93,22 @@ pools:
 jobs: {store: embedded, concurrency: 1}
 `
 
-// Start runs two sims and a gateway in front of them (see the package
-// comment); everything stops when the test ends.
+// Start runs three sims (one answers every request with 500) and a
+// gateway in front of them (see the package comment); everything stops when
+// the test ends.
 func Start(t testing.TB, bin string) *Gateway {
 	t.Helper()
-	sim1, sim2, dead := freeAddr(t), freeAddr(t), freeAddr(t)
+	sim1, sim2, broken, dead := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	for _, a := range []string{sim1, sim2} {
 		run(t, bin, "sim", "--addr", a, "--model", "sim-llm", "--model", "tiny-llm", "--ttft", "20ms", "--itl", "3ms")
 		waitOK(t, "http://"+a+"/health")
 	}
+	run(t, bin, "sim", "--addr", broken, "--model", "broken-llm", "--error-rate", "1")
+	waitOK(t, "http://"+broken+"/health")
 	listen, admin := freeAddr(t), freeAddr(t)
 	dir := t.TempDir()
 	cfg := strings.NewReplacer("LISTEN", listen, "ADMIN", admin, "DATA", filepath.Join(dir, "data"),
-		"SIM1", sim1, "SIM2", sim2, "DEAD", dead, "BIN", bin).Replace(configTemplate)
+		"SIM1", sim1, "SIM2", sim2, "BROKEN", broken, "DEAD", dead, "BIN", bin).Replace(configTemplate)
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -117,7 +125,9 @@ func (g *Gateway) Logs() string { return g.logs.String() }
 // Load sends a mix of traffic until ctx ends: streamed and plain chat
 // completions (some repeated, so the cache hits), a tenant over its rpm,
 // bursts at the one-slot queue of pool tiny, waves of requests to the
-// autoscaled pool, and bursts of async jobs that queue up.
+// autoscaled pool, bursts of async jobs that queue up, and now and then a
+// job for pool broken, whose backend answers 500, which fails after its
+// retries (high priority, so the backlog does not hold it up).
 func (g *Gateway) Load(ctx context.Context) {
 	var wg sync.WaitGroup
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -180,6 +190,10 @@ func (g *Gateway) Load(ctx context.Context) {
 			post(KeyB, "sim-llm", fmt.Sprint("job ", i, j), false, "Prefer", "respond-async")
 		}
 		pause(ctx, 500*time.Millisecond)
+	})
+	loop(1, func(_, i int) {
+		post(KeyB, "broken-llm", fmt.Sprint("doomed ", i), false, "Prefer", "respond-async", "X-Sluice-Priority", "high")
+		pause(ctx, 5*time.Second)
 	})
 	wg.Wait()
 }

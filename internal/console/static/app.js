@@ -7,7 +7,7 @@
   const POLL_MS = 2000, KEEP_S = 600;
   const $ = (id) => document.getElementById(id);
   const colors = ["#58a6ff", "#3fb950", "#d29922", "#f85149", "#bc8cff", "#39c5cf", "#ff9bce", "#8b98a5"];
-  const state = { prev: null, pools: null, jobs: null, polls: 0, decisions: [], lastDecision: {}, prevPoolsT: 0 };
+  const state = { prev: null, pools: null, jobs: null, failures: null, polls: 0, decisions: [], lastDecision: {}, prevPoolsT: 0 };
   const series = { t: [], rps2: [], rps4: [], rps5: [], p50: [], p99: [], t50: [], t99: [], tin: [], tout: [], queue: {}, desired: {}, ready: {} };
 
   function fmt(v, unit) {
@@ -251,6 +251,18 @@
     body.innerHTML = rows.join("");
     $("kpi-jobs").textContent = fmt((j.jobs || {}).queued || 0);
   }
+  // This replica's latest failed jobs, newest first: what identifies the
+  // job and why it failed, never its body.
+  function renderFailures() {
+    const f = state.failures;
+    const body = $("failures").tBodies[0];
+    if (!f) { body.innerHTML = `<tr><td colspan="8" class="hint">the job system is not running</td></tr>`; $("fcount").textContent = ""; return; }
+    body.innerHTML = f.failures.map((x) =>
+      `<tr data-job="${esc(x.id)}"><td>${esc(new Date(x.time).toLocaleTimeString())}</td><td>${esc(x.id)}</td><td>${esc(x.tenant || "–")}</td>` +
+      `<td>${esc(x.pool)}</td><td>${esc(x.model || "–")}</td><td class="n">${x.attempts}</td><td class="n">${x.status || "–"}</td><td class="err">${esc(x.error)}</td></tr>`).join("") ||
+      `<tr><td colspan="8" class="hint">no job failed on this gateway recently</td></tr>`;
+    $("fcount").textContent = f.failures.length ? `latest ${f.failures.length} (this gateway keeps ${f.kept})` : "";
+  }
   function noteDecisions(pools) {
     for (const p of pools) {
       const d = p.autoscaler;
@@ -280,13 +292,13 @@
   async function poll() {
     try {
       const [stats, pools] = await Promise.all([get("/api/stats"), get("/api/pools")]);
-      let jobs = null;
-      try { jobs = await get("/api/jobs/stats"); } catch (e) { jobs = null; }
-      state.pools = pools.pools; state.jobs = jobs;
+      // The job system may be off (503): its panels say so.
+      const [jobs, failures] = await Promise.all([get("/api/jobs/stats").catch(() => null), get("/api/jobs/failures").catch(() => null)]);
+      state.pools = pools.pools; state.jobs = jobs; state.failures = failures;
       poolOptions(stats);
       noteDecisions(pools.pools);
       if (record(stats)) render();
-      renderBackends(); renderJobs();
+      renderBackends(); renderJobs(); renderFailures();
       state.polls++;
       $("status").textContent = "updated " + new Date().toLocaleTimeString();
       $("status").className = "status";

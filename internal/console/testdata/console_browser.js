@@ -1,5 +1,6 @@
 // Drives the console in headless Chromium: reads its numbers twice, a few
-// seconds apart, filters the backend table, and takes a screenshot. Prints
+// seconds apart, waits for a failed job in the recent failures table,
+// filters the backend table, and takes a screenshot. Prints
 // one JSON object for console_test.go.
 // Usage: node console_browser.js URL CHROMIUM PROFILE_DIR SCREENSHOT TOKEN [HISTORY_POINTS]
 const { chromium } = require("playwright-core");
@@ -53,7 +54,11 @@ async function read(page) {
       const tr = [...document.querySelectorAll("#tenants tbody tr")].find((r) => r.firstChild.textContent === "team-a");
       return tr && parseFloat(tr.children[2].textContent) > 0 && window.sluiceConsole.decisions > 0;
     }, null, { timeout: 30000 }).catch(() => {});
+    // A job of pool broken fails after its retries.
+    await page.waitForSelector("#failures tbody tr[data-job]", { timeout: 30000 }).catch(() => {});
     const later = await read(page);
+    const failures = await page.evaluate(() => [...document.querySelectorAll("#failures tbody tr[data-job]")]
+      .map((tr) => [...tr.children].slice(1).map((td) => td.textContent)));
     // For the docs, some history makes a screenshot worth reading.
     if (history) await page.waitForFunction((n) => window.sluiceConsole.points >= n, Number(history), { timeout: 45000 }).catch(() => {});
     await page.screenshot({ path: screenshot, fullPage: true });
@@ -61,7 +66,7 @@ async function read(page) {
     const filtered = await page.evaluate(() => document.querySelectorAll("#backends tbody tr").length);
     const decisions = await page.evaluate(() => window.sluiceConsole.decisions);
     const cap = (o) => ({ Polls: o.polls, Points: o.points, KPIs: o.kpis, Backends: o.backends, Tenants: o.tenants, Jobs: o.jobs, Canvases: o.canvases });
-    process.stdout.write(JSON.stringify({ First: cap(first), Later: cap(later), Filtered: filtered, Decisions: decisions, Errors: errors, Screenshot: screenshot }));
+    process.stdout.write(JSON.stringify({ First: cap(first), Later: cap(later), Failures: failures, Filtered: filtered, Decisions: decisions, Errors: errors, Screenshot: screenshot }));
   } finally {
     await context.close();
   }
