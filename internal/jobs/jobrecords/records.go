@@ -113,18 +113,34 @@ func (r *Records) Close() error {
 	return nil
 }
 
-func (r *Records) jobKey(id string) string { return r.p + "job:" + id }
-func (r *Records) doneKey() string         { return r.p + "done" }
-func (r *Records) countsKey() string       { return r.p + "counts" }
-func (r *Records) pendingKey() string      { return r.p + "pending" }
-func (r *Records) unsentKey() string       { return r.p + "unsent" }
-func (r *Records) eventsKey() string       { return r.p + "events" }
+// KeyPrefix is "{prefix}:", which begins every key. The redis job store,
+// whose create script also writes its queue, builds its keys with it and
+// the Key methods below.
+func (r *Records) KeyPrefix() string { return r.p }
 
-func (r *Records) tenantKey(tenant string) string {
+// JobKey, CountsKey, PendingKey and EventsKey name a record's keys, for a
+// store's own scripts that write records (see KeyPrefix).
+func (r *Records) JobKey(id string) string { return r.p + "job:" + id }
+
+// CountsKey: see JobKey.
+func (r *Records) CountsKey() string { return r.p + "counts" }
+
+// PendingKey: see JobKey.
+func (r *Records) PendingKey() string { return r.p + "pending" }
+
+// EventsKey: see JobKey.
+func (r *Records) EventsKey() string { return r.p + "events" }
+
+func (r *Records) doneKey() string   { return r.p + "done" }
+func (r *Records) unsentKey() string { return r.p + "unsent" }
+
+// TenantKey names the index of tenant's jobs (see JobKey).
+func (r *Records) TenantKey(tenant string) string {
 	return r.p + "tenant:" + base64.RawURLEncoding.EncodeToString([]byte(tenant))
 }
 
-func (r *Records) idemKey(tenant, key string) string {
+// IdemKey names the holder of an idempotency key of tenant (see JobKey).
+func (r *Records) IdemKey(tenant, key string) string {
 	h := sha256.New()
 	h.Write([]byte(tenant))
 	h.Write([]byte{0})
@@ -132,8 +148,9 @@ func (r *Records) idemKey(tenant, key string) string {
 	return r.p + "idem:" + hex.EncodeToString(h.Sum(nil))
 }
 
-// fields encodes a job without its bodies (they have their own fields).
-func fields(j *jobs.Job) ([]byte, error) {
+// Fields encodes a job without its bodies, as the data field of its hash
+// (the bodies have their own fields).
+func Fields(j *jobs.Job) ([]byte, error) {
 	c := *j
 	c.Request.Body = nil
 	if j.Result != nil {
@@ -144,8 +161,10 @@ func fields(j *jobs.Job) ([]byte, error) {
 	return c.MarshalBinary()
 }
 
-// record decodes a job from its hash fields; nil data means no record.
-func record(data, req, res, rev any) (*jobs.Job, error) {
+// Decode decodes a job from its hash fields data, req, res and rev as
+// HMGET or a script returns them; nil data means no record
+// (jobs.ErrNotFound).
+func Decode(data, req, res, rev any) (*jobs.Job, error) {
 	d, ok := data.(string)
 	if !ok {
 		return nil, jobs.ErrNotFound
@@ -176,15 +195,15 @@ func (r *Records) Create(ctx context.Context, job *jobs.Job) (*jobs.Job, bool, e
 	if !jobs.ValidID(job.ID) {
 		return nil, false, fmt.Errorf("create job: invalid id %q", job.ID)
 	}
-	data, err := fields(job)
+	data, err := Fields(job)
 	if err != nil {
 		return nil, false, err
 	}
 	useIdem, idem := "0", r.p+"idem:-"
 	if job.IdempotencyKey != "" {
-		useIdem, idem = "1", r.idemKey(job.Tenant, job.IdempotencyKey)
+		useIdem, idem = "1", r.IdemKey(job.Tenant, job.IdempotencyKey)
 	}
-	keys := []string{r.jobKey(job.ID), r.tenantKey(job.Tenant), idem, r.countsKey(), r.pendingKey(), r.unsentKey()}
+	keys := []string{r.JobKey(job.ID), r.TenantKey(job.Tenant), idem, r.CountsKey(), r.PendingKey(), r.unsentKey()}
 	res, err := createScript.Run(ctx, r.rdb, keys,
 		job.ID, data, job.Request.Body, job.Tenant, job.Pool, useIdem, r.opt.Retention.Milliseconds(),
 		r.p+"job:", string(job.Priority)).Slice()
@@ -270,7 +289,7 @@ func (r *Records) get(ctx context.Context, id string) (*jobs.Job, string, error)
 	if !jobs.ValidID(id) {
 		return nil, "", jobs.ErrNotFound
 	}
-	v, err := r.rdb.HMGet(ctx, r.jobKey(id), "data", "req", "res", "rev", "tenant").Result()
+	v, err := r.rdb.HMGet(ctx, r.JobKey(id), "data", "req", "res", "rev", "tenant").Result()
 	if err != nil {
 		return nil, "", fmt.Errorf("get job %s: %w", id, err)
 	}
@@ -278,7 +297,7 @@ func (r *Records) get(ctx context.Context, id string) (*jobs.Job, string, error)
 	if !ok {
 		return nil, "", jobs.ErrNotFound
 	}
-	j, err := record(v[0], v[1], v[2], v[3])
+	j, err := Decode(v[0], v[1], v[2], v[3])
 	return j, t, err
 }
 
@@ -293,14 +312,14 @@ func (r *Records) List(ctx context.Context, q jobs.ListQuery) ([]*jobs.Job, bool
 	const page = 100
 	var out []*jobs.Job
 	for offset := int64(0); ; offset += page {
-		ids, err := r.rdb.ZRevRangeByLex(ctx, r.tenantKey(q.Tenant), &redis.ZRangeBy{Max: maxID, Min: "-", Offset: offset, Count: page}).Result()
+		ids, err := r.rdb.ZRevRangeByLex(ctx, r.TenantKey(q.Tenant), &redis.ZRangeBy{Max: maxID, Min: "-", Offset: offset, Count: page}).Result()
 		if err != nil {
 			return nil, false, fmt.Errorf("list jobs: %w", err)
 		}
 		pipe := r.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(ids))
 		for i, id := range ids {
-			cmds[i] = pipe.HMGet(ctx, r.jobKey(id), "data", "rev")
+			cmds[i] = pipe.HMGet(ctx, r.JobKey(id), "data", "rev")
 		}
 		if len(ids) > 0 {
 			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -312,7 +331,7 @@ func (r *Records) List(ctx context.Context, q jobs.ListQuery) ([]*jobs.Job, bool
 			if len(v) != 2 {
 				continue
 			}
-			j, err := record(v[0], nil, nil, v[1])
+			j, err := Decode(v[0], nil, nil, v[1])
 			if errors.Is(err, jobs.ErrNotFound) {
 				continue
 			}
@@ -335,7 +354,7 @@ func (r *Records) List(ctx context.Context, q jobs.ListQuery) ([]*jobs.Job, bool
 
 // Update implements jobs.Store.Update.
 func (r *Records) Update(ctx context.Context, job *jobs.Job) error {
-	data, err := fields(job)
+	data, err := Fields(job)
 	if err != nil {
 		return err
 	}
@@ -351,10 +370,10 @@ func (r *Records) Update(ctx context.Context, job *jobs.Job) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	keys := []string{r.jobKey(job.ID), r.countsKey(), r.pendingKey(), r.doneKey()}
+	keys := []string{r.JobKey(job.ID), r.CountsKey(), r.PendingKey(), r.doneKey()}
 	rev, err := updateScript.Run(ctx, r.rdb, keys,
 		job.Revision, data, string(job.Status), job.ID, finishedAt, hasRes, res, r.opt.Retention.Milliseconds(),
-		r.eventsKey(), ev).Int64()
+		r.EventsKey(), ev).Int64()
 	if err != nil {
 		return fmt.Errorf("update job %s: %w", job.ID, err)
 	}
@@ -370,7 +389,7 @@ func (r *Records) Update(ctx context.Context, job *jobs.Job) error {
 
 // Expire implements jobs.Store.Expire.
 func (r *Records) Expire(ctx context.Context, before time.Time, max int) (int, error) {
-	n, err := expireScript.Run(ctx, r.rdb, []string{r.doneKey(), r.countsKey(), r.unsentKey()},
+	n, err := expireScript.Run(ctx, r.rdb, []string{r.doneKey(), r.CountsKey(), r.unsentKey()},
 		before.UnixMilli(), max, r.p+"job:").Int()
 	if err != nil {
 		return 0, fmt.Errorf("expire jobs: %w", err)
@@ -381,8 +400,8 @@ func (r *Records) Expire(ctx context.Context, before time.Time, max int) (int, e
 // Counts implements jobs.Store.Counts; the counts are exact.
 func (r *Records) Counts(ctx context.Context) (jobs.Counts, error) {
 	pipe := r.rdb.Pipeline()
-	byStatus := pipe.HGetAll(ctx, r.countsKey())
-	byPool := pipe.HGetAll(ctx, r.pendingKey())
+	byStatus := pipe.HGetAll(ctx, r.CountsKey())
+	byPool := pipe.HGetAll(ctx, r.PendingKey())
 	if _, err := pipe.Exec(ctx); err != nil {
 		return jobs.Counts{}, fmt.Errorf("job counts: %w", err)
 	}
@@ -406,7 +425,7 @@ func (r *Records) Publish(ctx context.Context, ev jobs.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	if err := r.rdb.Publish(ctx, r.eventsKey(), b).Err(); err != nil {
+	if err := r.rdb.Publish(ctx, r.EventsKey(), b).Err(); err != nil {
 		return fmt.Errorf("publish event: %w", err)
 	}
 	return nil
@@ -424,7 +443,7 @@ func (r *Records) Announce(ev jobs.Event) {
 
 // Subscribe implements jobs.Store.Subscribe.
 func (r *Records) Subscribe(ctx context.Context, fn func(jobs.Event)) error {
-	ps := r.rdb.Subscribe(ctx, r.eventsKey())
+	ps := r.rdb.Subscribe(ctx, r.EventsKey())
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {
 		if ctx.Err() != nil {

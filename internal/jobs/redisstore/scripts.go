@@ -2,14 +2,11 @@ package redisstore
 
 import "github.com/redis/go-redis/v9"
 
-// The Lua scripts that make each state change atomic. Keys other than
-// KEYS[...] are built inside the scripts from the store prefix; every key of
-// a store shares one hash tag, so they live in one Redis Cluster slot.
-
-// luaFinal is a helper shared by the scripts.
-const luaFinal = `
-local function final(s) return s == 'succeeded' or s == 'failed' or s == 'canceled' end
-`
+// The Lua scripts of the queue, and the create script that writes a record
+// (as jobrecords lays it out) and queues it atomically; the record's other
+// changes are jobrecords' scripts. Keys other than KEYS[...] are built
+// inside the scripts from the store prefix; every key of a store shares one
+// hash tag, so they live in one Redis Cluster slot.
 
 // createScript records a job, enqueues it and announces it, unless the
 // idempotency key names a job that still exists.
@@ -36,45 +33,6 @@ redis.call('HINCRBY', KEYS[5], 'queued', 1)
 redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
 redis.call('PUBLISH', ARGV[9], ARGV[10])
 return {1, ARGV[1]}
-`)
-
-// updateScript is the compare-and-set of a job record. The result body is
-// written when the job becomes final and never changes after; the job is
-// then indexed for expiry and announced.
-//
-// KEYS: job, counts, pending, finished index
-// ARGV: expected revision, fields, status, id, finished at ms, has result
-// (1/0), result body, retention ms, events channel, finished event
-// Returns the new revision, 0 on a revision mismatch, -1 if the job is gone.
-var updateScript = redis.NewScript(luaFinal + `
-local cur = redis.call('HGET', KEYS[1], 'rev')
-if not cur then return -1 end
-if cur ~= ARGV[1] then return 0 end
-local f = redis.call('HMGET', KEYS[1], 'status', 'pool', 'idem')
-local old, new, pool, idem = f[1], ARGV[3], f[2], f[3]
-local rev = tonumber(cur) + 1
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'rev', rev, 'status', new)
-if not final(old) then
-  if ARGV[6] == '1' then
-    redis.call('HSET', KEYS[1], 'res', ARGV[7])
-  else
-    redis.call('HDEL', KEYS[1], 'res')
-  end
-end
-if old ~= new then
-  redis.call('HINCRBY', KEYS[2], old, -1)
-  redis.call('HINCRBY', KEYS[2], new, 1)
-  if old == 'queued' then redis.call('HINCRBY', KEYS[3], pool, -1) end
-  if new == 'queued' then redis.call('HINCRBY', KEYS[3], pool, 1) end
-  if final(new) and not final(old) then
-    redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
-    if idem and idem ~= '' and redis.call('GET', idem) == ARGV[4] then
-      redis.call('PEXPIRE', idem, ARGV[8])
-    end
-    redis.call('PUBLISH', ARGV[9], ARGV[10])
-  end
-end
-return rev
 `)
 
 // fetchScript moves due delayed entries back to the stream, reclaims
@@ -170,26 +128,4 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
 return 1
-`)
-
-// expireScript deletes jobs finished before a time, with their index
-// entries and idempotency keys.
-//
-// KEYS: finished index, counts
-// ARGV: before ms (exclusive), max, job key prefix
-// Returns how many jobs it deleted.
-var expireScript = redis.NewScript(`
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
-  local key = ARGV[3] .. id
-  local f = redis.call('HMGET', key, 'status', 'idem', 'tidx')
-  if f[1] then
-    redis.call('HINCRBY', KEYS[2], f[1], -1)
-    if f[3] and f[3] ~= '' then redis.call('ZREM', f[3], id) end
-    if f[2] and f[2] ~= '' and redis.call('GET', f[2]) == id then redis.call('DEL', f[2]) end
-    redis.call('DEL', key)
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return #ids
 `)

@@ -21,15 +21,17 @@
 //   - {P}:counts and {P}:pending, hashes of exact counts by state and of
 //     queued jobs by pool, maintained by the scripts;
 //   - channel {P}:events for notifications between gateways.
+//
+// The records, their indexes and counts are the jobrecords package's, the
+// same the RabbitMQ and Kafka stores keep; this store adds the queue
+// streams, and its own create script, which records a job and queues it in
+// one atomic step.
 package redisstore
 
 import (
 	"cmp"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +45,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-ai/sluice/internal/jobs"
+	"github.com/sluice-ai/sluice/internal/jobs/jobrecords"
 )
 
 // Options configure a Store.
@@ -77,6 +80,7 @@ type Store struct {
 	opt      Options
 	log      *slog.Logger
 	p        string // "{prefix}:"
+	rec      *jobrecords.Records
 	consumer string
 
 	mu                sync.Mutex
@@ -109,12 +113,17 @@ func Open(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store,
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	rec, err := jobrecords.Open(rdb, jobrecords.Options{Prefix: opts.Prefix, Retention: opts.Retention, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
 	host, _ := os.Hostname()
 	s := &Store{
+		rec:      rec,
 		rdb:      rdb,
 		opt:      opts,
 		log:      opts.Logger,
-		p:        "{" + opts.Prefix + "}:",
+		p:        rec.KeyPrefix(),
 		consumer: cmp.Or(host, "sluice") + "-" + strconv.Itoa(os.Getpid()) + "-" + rand.Text()[:8],
 	}
 	for _, pr := range jobs.Priorities {
@@ -155,25 +164,8 @@ func (s *Store) Close() error {
 // Lease implements jobs.Store.
 func (s *Store) Lease() time.Duration { return s.opt.Lease }
 
-func (s *Store) jobKey(id string) string           { return s.p + "job:" + id }
 func (s *Store) queueKey(p jobs.Priority) string   { return s.p + "q:" + string(p) }
 func (s *Store) delayedKey(p jobs.Priority) string { return s.p + "delayed:" + string(p) }
-func (s *Store) doneKey() string                   { return s.p + "done" }
-func (s *Store) countsKey() string                 { return s.p + "counts" }
-func (s *Store) pendingKey() string                { return s.p + "pending" }
-func (s *Store) eventsKey() string                 { return s.p + "events" }
-
-func (s *Store) tenantKey(tenant string) string {
-	return s.p + "tenant:" + base64.RawURLEncoding.EncodeToString([]byte(tenant))
-}
-
-func (s *Store) idemKey(tenant, key string) string {
-	h := sha256.New()
-	h.Write([]byte(tenant))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	return s.p + "idem:" + hex.EncodeToString(h.Sum(nil))
-}
 
 func priorityIndex(p jobs.Priority) int {
 	for i, q := range jobs.Priorities {
@@ -184,64 +176,27 @@ func priorityIndex(p jobs.Priority) int {
 	return 1
 }
 
-// fields encodes a job without its bodies (they have their own fields).
-func fields(j *jobs.Job) ([]byte, error) {
-	c := *j
-	c.Request.Body = nil
-	if j.Result != nil {
-		r := *j.Result
-		r.Body = nil
-		c.Result = &r
-	}
-	return c.MarshalBinary()
-}
-
-// record decodes a job from its hash fields; nil data means no record.
-func record(data, req, res, rev any) (*jobs.Job, error) {
-	d, ok := data.(string)
-	if !ok {
-		return nil, jobs.ErrNotFound
-	}
-	var j jobs.Job
-	if err := j.UnmarshalBinary([]byte(d)); err != nil {
-		return nil, err
-	}
-	if b, ok := req.(string); ok && b != "" {
-		j.Request.Body = []byte(b)
-	}
-	if b, ok := res.(string); ok && j.Result != nil && b != "" {
-		j.Result.Body = []byte(b)
-	}
-	r, _ := rev.(string)
-	n, err := strconv.ParseUint(r, 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("job %s: bad revision %q", j.ID, r)
-	}
-	j.Revision = n
-	return &j, nil
-}
-
 // Create implements jobs.Store.
 func (s *Store) Create(ctx context.Context, job *jobs.Job) (*jobs.Job, bool, error) {
 	if !jobs.ValidID(job.ID) {
 		return nil, false, fmt.Errorf("create job: invalid id %q", job.ID)
 	}
-	data, err := fields(job)
+	data, err := jobrecords.Fields(job)
 	if err != nil {
 		return nil, false, err
 	}
 	useIdem, idem := "0", s.p+"idem:-"
 	if job.IdempotencyKey != "" {
-		useIdem, idem = "1", s.idemKey(job.Tenant, job.IdempotencyKey)
+		useIdem, idem = "1", s.rec.IdemKey(job.Tenant, job.IdempotencyKey)
 	}
 	ev, err := json.Marshal(jobs.Event{Kind: jobs.EventEnqueued, ID: job.ID, Priority: job.Priority})
 	if err != nil {
 		return nil, false, fmt.Errorf("encode event: %w", err)
 	}
-	keys := []string{s.jobKey(job.ID), s.tenantKey(job.Tenant), idem, s.queueKey(job.Priority), s.countsKey(), s.pendingKey()}
+	keys := []string{s.rec.JobKey(job.ID), s.rec.TenantKey(job.Tenant), idem, s.queueKey(job.Priority), s.rec.CountsKey(), s.rec.PendingKey()}
 	res, err := createScript.Run(ctx, s.rdb, keys,
 		job.ID, data, job.Request.Body, job.Tenant, job.Pool, useIdem, s.opt.Retention.Milliseconds(), s.p+"job:",
-		s.eventsKey(), ev).Slice()
+		s.rec.EventsKey(), ev).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("create job %s: %w", job.ID, err)
 	}
@@ -262,103 +217,18 @@ func (s *Store) Create(ctx context.Context, job *jobs.Job) (*jobs.Job, bool, err
 
 // Get implements jobs.Store.
 func (s *Store) Get(ctx context.Context, tenant, id string) (*jobs.Job, error) {
-	if !jobs.ValidID(id) {
-		return nil, jobs.ErrNotFound
-	}
-	v, err := s.rdb.HMGet(ctx, s.jobKey(id), "data", "req", "res", "rev", "tenant").Result()
-	if err != nil {
-		return nil, fmt.Errorf("get job %s: %w", id, err)
-	}
-	if t, ok := v[4].(string); !ok || t != tenant {
-		return nil, jobs.ErrNotFound
-	}
-	return record(v[0], v[1], v[2], v[3])
+	return s.rec.Get(ctx, tenant, id)
 }
 
 // List implements jobs.Store: it walks the tenant's index newest first,
 // reading records a page at a time until the page is full.
 func (s *Store) List(ctx context.Context, q jobs.ListQuery) ([]*jobs.Job, bool, error) {
-	limit := max(q.Limit, 1)
-	maxID := "+"
-	if q.Before != "" {
-		maxID = "(" + q.Before
-	}
-	const page = 100
-	var out []*jobs.Job
-	for offset := int64(0); ; offset += page {
-		ids, err := s.rdb.ZRevRangeByLex(ctx, s.tenantKey(q.Tenant), &redis.ZRangeBy{Max: maxID, Min: "-", Offset: offset, Count: page}).Result()
-		if err != nil {
-			return nil, false, fmt.Errorf("list jobs: %w", err)
-		}
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.SliceCmd, len(ids))
-		for i, id := range ids {
-			cmds[i] = pipe.HMGet(ctx, s.jobKey(id), "data", "rev")
-		}
-		if len(ids) > 0 {
-			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-				return nil, false, fmt.Errorf("list jobs: %w", err)
-			}
-		}
-		for _, c := range cmds {
-			v := c.Val()
-			if len(v) != 2 {
-				continue
-			}
-			j, err := record(v[0], nil, nil, v[1])
-			if errors.Is(err, jobs.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, false, err
-			}
-			if q.Status != "" && j.Status != q.Status {
-				continue
-			}
-			if len(out) == limit {
-				return out, true, nil
-			}
-			out = append(out, j)
-		}
-		if len(ids) < page {
-			return out, false, nil
-		}
-	}
+	return s.rec.List(ctx, q)
 }
 
 // Update implements jobs.Store.
 func (s *Store) Update(ctx context.Context, job *jobs.Job) error {
-	data, err := fields(job)
-	if err != nil {
-		return err
-	}
-	hasRes, res := "0", []byte(nil)
-	if job.Result != nil {
-		hasRes, res = "1", job.Result.Body
-	}
-	var finishedAt int64
-	if !job.FinishedAt.IsZero() {
-		finishedAt = job.FinishedAt.UnixMilli()
-	}
-	ev, err := json.Marshal(jobs.Event{Kind: jobs.EventFinished, ID: job.ID})
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
-	}
-	keys := []string{s.jobKey(job.ID), s.countsKey(), s.pendingKey(), s.doneKey()}
-	rev, err := updateScript.Run(ctx, s.rdb, keys,
-		job.Revision, data, string(job.Status), job.ID, finishedAt, hasRes, res, s.opt.Retention.Milliseconds(),
-		s.eventsKey(), ev).Int64()
-	if err != nil {
-		return fmt.Errorf("update job %s: %w", job.ID, err)
-	}
-	switch {
-	case rev == 0:
-		return jobs.ErrConflict
-	case rev < 0:
-		return jobs.ErrNotFound
-	}
-	job.Revision = uint64(rev)
-	return nil
+	return s.rec.Update(ctx, job)
 }
 
 // handle is a Delivery's reference to its stream entry.
@@ -410,7 +280,7 @@ func (s *Store) Fetch(ctx context.Context, p jobs.Priority, max int) ([]*jobs.De
 		h.entry, _ = f[0].(string)
 		h.id, _ = f[1].(string)
 		h.pool, _ = f[2].(string)
-		job, err := record(f[3], f[4], f[5], f[6])
+		job, err := jobrecords.Decode(f[3], f[4], f[5], f[6])
 		if errors.Is(err, jobs.ErrNotFound) {
 			job = nil // a stale entry: the Service acks it
 		} else if err != nil {
@@ -485,10 +355,9 @@ func (s *Store) Requeue(ctx context.Context, d *jobs.Delivery, delay time.Durati
 // consumers of gateways that are gone (idle for an hour, nothing pending):
 // every gateway process reads as a consumer of its own name.
 func (s *Store) Expire(ctx context.Context, before time.Time, max int) (int, error) {
-	n, err := expireScript.Run(ctx, s.rdb, []string{s.doneKey(), s.countsKey()},
-		before.UnixMilli(), max, s.p+"job:").Int()
+	n, err := s.rec.Expire(ctx, before, max)
 	if err != nil {
-		return 0, fmt.Errorf("expire jobs: %w", err)
+		return 0, err
 	}
 	s.mu.Lock()
 	sweep := time.Since(s.lastConsumerSweep) >= consumerIdle
@@ -522,64 +391,12 @@ func (s *Store) forgetIdleConsumers(ctx context.Context) {
 }
 
 // Counts implements jobs.Store; the counts are exact (kept by the scripts).
-func (s *Store) Counts(ctx context.Context) (jobs.Counts, error) {
-	pipe := s.rdb.Pipeline()
-	byStatus := pipe.HGetAll(ctx, s.countsKey())
-	byPool := pipe.HGetAll(ctx, s.pendingKey())
-	if _, err := pipe.Exec(ctx); err != nil {
-		return jobs.Counts{}, fmt.Errorf("job counts: %w", err)
-	}
-	c := jobs.Counts{ByStatus: make(map[jobs.Status]int64), QueuedByPool: make(map[string]int64)}
-	for k, v := range byStatus.Val() {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n != 0 {
-			c.ByStatus[jobs.Status(k)] = n
-		}
-	}
-	for k, v := range byPool.Val() {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
-			c.QueuedByPool[k] = n
-		}
-	}
-	return c, nil
-}
+func (s *Store) Counts(ctx context.Context) (jobs.Counts, error) { return s.rec.Counts(ctx) }
 
 // Publish implements jobs.Store with PUBLISH (at most once).
-func (s *Store) Publish(ctx context.Context, ev jobs.Event) error {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
-	}
-	if err := s.rdb.Publish(ctx, s.eventsKey(), b).Err(); err != nil {
-		return fmt.Errorf("publish event: %w", err)
-	}
-	return nil
-}
+func (s *Store) Publish(ctx context.Context, ev jobs.Event) error { return s.rec.Publish(ctx, ev) }
 
 // Subscribe implements jobs.Store.
 func (s *Store) Subscribe(ctx context.Context, fn func(jobs.Event)) error {
-	ps := s.rdb.Subscribe(ctx, s.eventsKey())
-	defer ps.Close()
-	if _, err := ps.Receive(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("subscribe to events: %w", err)
-	}
-	ch := ps.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m, ok := <-ch:
-			if !ok {
-				return errors.New("event subscription closed")
-			}
-			var ev jobs.Event
-			if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
-				s.log.Debug("drop malformed job event", "err", err)
-				continue
-			}
-			fn(ev)
-		}
-	}
+	return s.rec.Subscribe(ctx, fn)
 }
