@@ -63,3 +63,12 @@ bench-kvroute:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+## pgo: cmd/sluice/default.pgo, the profile `go build` optimizes sluice with: CPU profiles of a plain and of a streamed request through the gateway (internal/gateway benchmarks, built without PGO), merged (docs/benchmarks.md)
+.PHONY: pgo
+pgo:
+	mkdir -p bin/pgo
+	$(GO) test -c -pgo=off -o bin/pgo/gateway.test ./internal/gateway/
+	cd bin/pgo && ./gateway.test -test.run '^$$' -test.bench 'BenchmarkProxyOverhead/sluice$$' -test.benchtime 60000x -test.cpuprofile plain.out
+	cd bin/pgo && ./gateway.test -test.run '^$$' -test.bench 'BenchmarkProxyStream/sluice$$' -test.benchtime 12000x -test.cpuprofile stream.out
+	$(GO) tool pprof -proto bin/pgo/gateway.test bin/pgo/plain.out bin/pgo/stream.out > cmd/sluice/default.pgo
