@@ -117,6 +117,7 @@ type Store struct {
 
 	mu     sync.Mutex
 	leased map[string]int64 // deliveries this store holds, by pool
+	recent recent
 
 	onClose   []func()
 	closeOnce sync.Once
@@ -473,6 +474,7 @@ func (s *Store) Create(ctx context.Context, job *jobs.Job) (*jobs.Job, bool, err
 		return nil, false, fmt.Errorf("record job %s: %w", job.ID, err)
 	}
 	job.Revision = rev
+	s.recent.put(key, val, rev, false)
 	s.announce(jobs.Event{Kind: jobs.EventEnqueued, ID: job.ID, Priority: job.Priority})
 	return job, true, nil
 }
@@ -620,8 +622,10 @@ func (s *Store) Update(ctx context.Context, job *jobs.Job) error {
 	}
 	job.Revision = rev
 	if !job.Status.Final() {
+		s.recent.put(recordKey(job.Tenant, job.ID), val, rev, true)
 		return nil
 	}
+	s.recent.forget(recordKey(job.Tenant, job.ID))
 	if err := s.indexFinished(ctx, job); err != nil {
 		return err
 	}
@@ -721,7 +725,10 @@ func (s *Store) deliver(ctx context.Context, msg jetstream.Msg, p jobs.Priority)
 		s.log.Warn("drop corrupt queue message", "err", err)
 		return nil, msg.Term()
 	}
-	job, err := s.get(ctx, key, true)
+	job := s.recentJob(ctx, key)
+	if job == nil {
+		job, err = s.get(ctx, key, true)
+	}
 	if errors.Is(err, jobs.ErrNotFound) {
 		job, err = s.recordFromMessage(ctx, key, msg)
 	}
