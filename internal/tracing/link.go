@@ -45,9 +45,10 @@ func (p *Provider) StartDispatch(ctx context.Context, link, jobID, pool string, 
 	if sc, ok := ParseLink(link); ok {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
 	}
-	ctx, s := p.tracer.Start(ctx, nameDispatch, opts...)
-	if s.IsRecording() {
-		s.SetAttributes(keyJobID.String(jobID), keyPool.String(pool), keyAttempt.Int(attempt))
+	ctx, sp := p.start(ctx, nameDispatch, opts...)
+	sp.server = true
+	if sp.IsRecording() {
+		sp.s.SetAttributes(keyJobID.String(jobID), keyPool.String(pool), keyAttempt.Int(attempt))
 	}
-	return ctx, Span{s: s, server: true}
+	return ctx, sp
 }

@@ -53,7 +53,8 @@ const (
 // not sampled) does nothing; its methods cost a nil check.
 type Span struct {
 	s      trace.Span
-	server bool // HTTP status >= 500 is an error on a server span, >= 400 on a client span
+	server bool        // HTTP status >= 500 is an error on a server span, >= 400 on a client span
+	g      *generation // the tracer provider a recording span holds until End
 }
 
 // Start starts the server span of request r, continuing the trace of its
@@ -72,10 +73,10 @@ func (p *Provider) Start(ctx context.Context, r *http.Request) (context.Context,
 			name = r.Method + " " + name
 		}
 	}
-	ctx, s := p.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
-	sp := Span{s: s, server: true}
-	if s.IsRecording() {
-		s.SetAttributes(keyMethod.String(r.Method), keyPath.String(r.URL.Path))
+	ctx, sp := p.start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+	sp.server = true
+	if sp.IsRecording() {
+		sp.s.SetAttributes(keyMethod.String(r.Method), keyPath.String(r.URL.Path))
 	}
 	return ctx, sp
 }
@@ -103,11 +104,12 @@ func (p *Provider) startInternal(ctx context.Context, name, pool string) (contex
 		// Stages are only recorded under a request's span.
 		return ctx, Span{}
 	}
-	ctx, s := p.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
-	if pool != "" && s.IsRecording() {
-		s.SetAttributes(keyPool.String(pool))
+	ctx, sp := p.start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
+	sp.server = true
+	if pool != "" && sp.IsRecording() {
+		sp.s.SetAttributes(keyPool.String(pool))
 	}
-	return ctx, Span{s: s, server: true}
+	return ctx, sp
 }
 
 // StartAttempt starts the client span of one upstream attempt (attempt 1 is
@@ -119,11 +121,11 @@ func (p *Provider) StartAttempt(ctx context.Context, pool, backend string, attem
 	if !p.Enabled() {
 		return ctx, Span{}
 	}
-	ctx, s := p.tracer.Start(ctx, nameAttempt, trace.WithSpanKind(trace.SpanKindClient))
-	if s.IsRecording() {
-		s.SetAttributes(keyPool.String(pool), keyBackend.String(redactURL(backend)), keyAttempt.Int(attempt))
+	ctx, sp := p.start(ctx, nameAttempt, trace.WithSpanKind(trace.SpanKindClient))
+	if sp.IsRecording() {
+		sp.s.SetAttributes(keyPool.String(pool), keyBackend.String(redactURL(backend)), keyAttempt.Int(attempt))
 	}
-	return ctx, Span{s: s}
+	return ctx, sp
 }
 
 // Inject writes the W3C traceparent and tracestate (and baggage) of ctx's
@@ -150,11 +152,20 @@ func redactURL(s string) string {
 	return u.String()
 }
 
-// End ends the span.
+// End ends the span. A span ends once; later calls do nothing.
 func (s Span) End() {
-	if s.s != nil {
-		s.s.End()
+	if s.s == nil {
+		return
 	}
+	if s.g != nil && s.s.IsRecording() {
+		if s.g.down.Load() {
+			s.g.dropped.Inc()
+		}
+		s.s.End() // queued on its own provider before that may shut down
+		s.g.release()
+		return
+	}
+	s.s.End()
 }
 
 // IsRecording reports whether the span records attributes (it is sampled).
