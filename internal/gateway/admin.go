@@ -120,6 +120,9 @@ type PoolStatus struct {
 	// Kubernetes is discovery's and the scale target's view (kubernetes
 	// pools only).
 	Kubernetes *KubeStatus `json:"kubernetes,omitempty"`
+	// Actuator is the external actuator's view (pools scaled through
+	// autoscale.actuator only).
+	Actuator *ActuatorStatus `json:"actuator,omitempty"`
 	// Autoscaler is the last autoscaling decision with its inputs and
 	// reason (autoscaled pools only).
 	Autoscaler *autoscale.Decision `json:"autoscaler,omitempty"`
@@ -162,29 +165,10 @@ func (s *Server) PoolStatuses() []PoolStatus {
 		}
 		ps.Replicas = ReplicaCounts{Desired: len(ps.Backends), Ready: p.Ready()}
 		s.mu.Lock()
-		rs := s.sets[p.Name()]
-		ks := s.kubes[p.Name()]
-		var ctl *autoscale.Controller
-		if rs != nil {
-			ctl = rs.ctl // written under s.mu by reloads
-		}
+		src := s.sources[p.Name()]
 		s.mu.Unlock()
-		if ks != nil {
-			st, d, desired := ks.status()
-			ps.Kubernetes, ps.Autoscaler = &st, d
-			if desired >= 0 {
-				ps.Replicas.Desired = desired
-			}
-		}
-		if rs != nil {
-			st := rs.set.Status()
-			ps.Process = &st
-			ps.Replicas.Desired = st.Desired
-			if ctl != nil {
-				if d, ok := ctl.Last(); ok {
-					ps.Autoscaler = &d
-				}
-			}
+		if src != nil {
+			src.describe(&ps)
 		}
 		out = append(out, ps)
 	}

@@ -13,163 +13,146 @@ import (
 )
 
 // replicaSet is a process pool's supervisor and, with autoscale, its
-// controller. Both run on a context of their own so a pool that leaves the
+// controller. Both run on contexts of their own so a pool that leaves the
 // config can be stopped alone.
 type replicaSet struct {
-	set *replicas.ProcessSet
-	ctl *autoscale.Controller // nil without autoscale
+	s    *Server
+	name string
+	pool *upstream.Pool
+	set  *replicas.ProcessSet
 
-	cancelCtl context.CancelFunc // stops the controller only
-	cancel    context.CancelFunc // stops the supervisor (after Close drained it)
-	wg        sync.WaitGroup
+	mu          sync.Mutex
+	ctl         *autoscale.Controller // nil without autoscale
+	cancelCtl   context.CancelFunc    // stops the controller only
+	cancel      context.CancelFunc    // stops the supervisor (after Close drained it); nil until start
+	stopTimeout time.Duration         // the pool's process.stop_timeout
+	wg          sync.WaitGroup
 }
 
-// setPlan is the prepared change of the process pools' supervisors.
-type setPlan struct {
-	created map[string]*replicaSet // new supervisors, not started
-}
-
-// prepareReplicasLocked builds supervisors for new process pools and checks
-// that the ones that stay accept their new process block (a throwaway set
-// parses it: building one starts nothing), so the commit cannot fail.
-func (s *Server) prepareReplicasLocked(cfg *config.Config, pools map[string]*upstream.Pool) (*setPlan, error) {
-	plan := &setPlan{created: make(map[string]*replicaSet)}
-	for i := range cfg.Pools {
-		pc := &cfg.Pools[i]
-		if pc.Process == nil {
-			continue
-		}
-		pool := pools[pc.Name]
-		set, err := replicas.NewProcessSet(pc.Name, pc.Process, pool, replicas.Options{Logger: s.logger, Executable: s.exe, Metrics: s.replicaMetrics})
-		if err != nil {
-			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
-		}
-		if _, ok := s.sets[pc.Name]; ok {
-			continue
-		}
-		rs := &replicaSet{set: set}
-		if pc.Autoscale != nil {
-			if rs.ctl, err = s.newController(pc, pool, set); err != nil {
-				return nil, err
-			}
-		}
-		plan.created[pc.Name] = rs
+func (s *Server) newReplicaSet(pc *config.Pool, pool *upstream.Pool) (*replicaSet, error) {
+	set, err := s.processSet(pc, pool)
+	if err != nil {
+		return nil, err
 	}
-	return plan, nil
-}
-
-// commitReplicasLocked reconfigures the supervisors that stay, adds the new
-// ones and stops those of pools that left; it returns the new ones' names
-// (started by the caller when the server runs).
-func (s *Server) commitReplicasLocked(cfg *config.Config, plan *setPlan) (created []string) {
-	for i := range cfg.Pools {
-		pc := &cfg.Pools[i]
-		if pc.Process == nil {
-			continue
-		}
-		if rs, ok := s.sets[pc.Name]; ok {
-			if err := rs.set.Reconfigure(pc.Process); err != nil {
-				// Prepare parsed the same block; only the environment
-				// (the executable) could have changed in between.
-				s.logger.Error("replicas keep their previous command", "pool", pc.Name, "err", err)
-			}
-			s.reconfigureAutoscaleLocked(rs, pc, s.pools[pc.Name])
+	rs := &replicaSet{s: s, name: pc.Name, pool: pool, set: set, stopTimeout: pc.Process.StopTimeout.D()}
+	if pc.Autoscale != nil {
+		if rs.ctl, err = autoscale.NewController(pc.Name, *pc.Autoscale, set, s.controllerOptions(pc.Name, pool, set.StartupTime)); err != nil {
+			return nil, err
 		}
 	}
-	for name, rs := range plan.created {
-		s.sets[name] = rs
-		created = append(created, name)
-	}
-	for name, rs := range s.sets {
-		if pc := cfg.PoolByName(name); pc == nil || pc.Process == nil {
-			delete(s.sets, name)
-			s.autoscaleMetrics.Forget(name)
-			timeout := cfg.Limits.DrainTimeout.D()
-			s.removed.Go(func() { s.stopSet(name, rs, timeout) })
-		}
-	}
-	return created
+	return rs, nil
 }
 
-func (s *Server) newController(pc *config.Pool, pool *upstream.Pool, set *replicas.ProcessSet) (*autoscale.Controller, error) {
-	name := pc.Name
-	return autoscale.NewController(name, *pc.Autoscale, set, autoscale.ControllerOptions{
-		Inputs:      func() autoscale.Inputs { return s.demandInputs(name, pool) },
-		Targets:     func() []string { return readyTargets(pool) },
-		Ready:       pool.Ready,
-		StartupTime: set.StartupTime,
-		Logger:      s.logger, // the controller names its pool on every line
-		Clock:       s.opts.Clock,
-		Metrics:     s.autoscaleMetrics,
-	})
+// processSet builds pc's supervisor; building one starts nothing.
+func (s *Server) processSet(pc *config.Pool, pool *upstream.Pool) (*replicas.ProcessSet, error) {
+	set, err := replicas.NewProcessSet(pc.Name, pc.Process, pool, replicas.Options{Logger: s.logger, Executable: s.exe, Metrics: s.replicaMetrics})
+	if err != nil {
+		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
+	}
+	return set, nil
 }
 
-// reconfigureAutoscaleLocked applies a reloaded autoscale block (or its
-// removal) to a running set.
-func (s *Server) reconfigureAutoscaleLocked(rs *replicaSet, pc *config.Pool, pool *upstream.Pool) {
+func (rs *replicaSet) accepts(pc *config.Pool) bool { return pc.Process != nil }
+
+// check parses the new process block with a throwaway set, so that
+// reconfigure, which parses it again, cannot fail on it.
+func (rs *replicaSet) check(pc *config.Pool) error {
+	_, err := rs.s.processSet(pc, rs.pool)
+	return err
+}
+
+// reconfigure applies a reloaded process block and autoscale block (or its
+// removal); the controller is kept across reloads while the pool has one.
+func (rs *replicaSet) reconfigure(pc *config.Pool) {
+	if err := rs.set.Reconfigure(pc.Process); err != nil {
+		// check parsed the same block; only the environment (the
+		// executable) could have changed in between.
+		rs.s.logger.Error("replicas keep their previous command", "pool", rs.name, "err", err)
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.stopTimeout = pc.Process.StopTimeout.D()
 	switch {
 	case pc.Autoscale != nil && rs.ctl != nil:
 		rs.ctl.Reconfigure(*pc.Autoscale)
 	case pc.Autoscale != nil:
-		ctl, err := s.newController(pc, pool, rs.set)
+		ctl, err := autoscale.NewController(rs.name, *pc.Autoscale, rs.set, rs.s.controllerOptions(rs.name, rs.pool, rs.set.StartupTime))
 		if err != nil {
-			s.logger.Error("autoscaler not started", "pool", pc.Name, "err", err)
+			rs.s.logger.Error("autoscaler not started", "pool", rs.name, "err", err)
 			return
 		}
 		rs.ctl = ctl
-		if s.running {
-			s.startController(rs)
+		if rs.cancel != nil {
+			rs.startControllerLocked()
 		}
 	default:
 		if rs.ctl != nil {
 			rs.cancelCtl()
-			rs.ctl = nil
-			s.autoscaleMetrics.Forget(pc.Name)
+			rs.ctl, rs.cancelCtl = nil, nil
+			rs.s.autoscaleMetrics.Forget(rs.name)
 		}
 		_ = rs.set.Scale(context.Background(), pc.Process.Replicas)
 	}
 }
 
-// startSetLocked runs a set's supervisor and controller until stopSet.
-func (s *Server) startSetLocked(name string) {
-	rs := s.sets[name]
-	if rs == nil || rs.cancel != nil {
+// start runs the supervisor and the controller until stop.
+func (rs *replicaSet) start() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.cancel != nil {
 		return
 	}
-	setCtx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	rs.cancel = cancel
 	rs.wg.Go(func() {
-		if err := rs.set.Run(setCtx); err != nil {
-			s.logger.Error("replica supervisor stopped", "pool", name, "err", err)
+		if err := rs.set.Run(ctx); err != nil {
+			rs.s.logger.Error("replica supervisor stopped", "pool", rs.name, "err", err)
 		}
 	})
 	if rs.ctl != nil {
-		s.startController(rs)
+		rs.startControllerLocked()
 	}
 }
 
-func (s *Server) startController(rs *replicaSet) {
+func (rs *replicaSet) startControllerLocked() {
 	ctx, cancel := context.WithCancel(context.Background()) // stopped by rs.cancelCtl
 	rs.cancelCtl = cancel
 	ctl := rs.ctl
 	rs.wg.Go(func() { _ = ctl.Run(ctx) })
 }
 
-// stopSet stops a set's controller, drains and stops its replicas (bounded
-// by stop_timeout plus the kill grace), and waits for its goroutines.
-func (s *Server) stopSet(name string, rs *replicaSet, stopTimeout time.Duration) {
+// stop stops the controller, drains and stops the replicas (bounded by
+// stop_timeout plus the kill grace), and waits for the goroutines.
+func (rs *replicaSet) stop() {
+	rs.mu.Lock()
 	if rs.cancelCtl != nil {
 		rs.cancelCtl()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout+15*time.Second)
-	defer cancel()
+	cancel, timeout := rs.cancel, rs.stopTimeout
+	rs.mu.Unlock()
+	ctx, done := context.WithTimeout(context.Background(), timeout+15*time.Second)
+	defer done()
 	if err := rs.set.Close(ctx); err != nil {
-		s.logger.Warn("replicas did not stop in time; killed", "pool", name, "err", err)
+		rs.s.logger.Warn("replicas did not stop in time; killed", "pool", rs.name, "err", err)
 	}
-	if rs.cancel != nil {
-		rs.cancel()
+	if cancel != nil {
+		cancel()
 	}
 	rs.wg.Wait()
+}
+
+func (rs *replicaSet) describe(ps *PoolStatus) {
+	st := rs.set.Status()
+	ps.Process = &st
+	ps.Replicas.Desired = st.Desired
+	rs.mu.Lock()
+	ctl := rs.ctl
+	rs.mu.Unlock()
+	if ctl != nil {
+		if d, ok := ctl.Last(); ok {
+			ps.Autoscaler = &d
+		}
+	}
 }
 
 // pendingJobs is the number of queued jobs for pool, which count as demand.

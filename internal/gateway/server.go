@@ -65,11 +65,10 @@ type Server struct {
 
 	table atomic.Pointer[table]
 
-	mu      sync.Mutex // serializes reloads; guards pools and sets
+	mu      sync.Mutex // serializes reloads; guards pools and sources
 	pools   map[string]*upstream.Pool
-	sets    map[string]*replicaSet // process pools' supervisors
-	kubes   map[string]*kubeSet    // kubernetes pools' discovery and scaling
-	removed sync.WaitGroup         // supervisors of removed pools, draining
+	sources map[string]replicaSource // process and kubernetes pools' replicas
+	removed sync.WaitGroup           // sources replaced or of removed pools, stopping
 
 	slots  tenantSlots // tenants' requests in flight here, before their bodies are read
 	bodies bodyBudget  // request body bytes held in memory
@@ -86,7 +85,9 @@ type Server struct {
 	batch    *batch.Service // nil until Run opens the jobs
 	batchAPI http.Handler
 
-	exe              string // what a process command's "sluice" runs
+	id               string                  // this gateway among those sharing a Redis or a Lease
+	shared           *autoscale.SharedDemand // the demand of every gateway of a scaled pool; nil without redis.url
+	exe              string                  // what a process command's "sluice" runs
 	autoscaleMetrics *autoscale.Metrics
 	replicaMetrics   *replicas.Metrics
 	jobsPending      func(pool string) int
@@ -123,8 +124,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		proxy:     proxy.New(opts.Logger, opts.Clock),
 		started:   time.Now(),
 		pools:     make(map[string]*upstream.Pool),
-		sets:      make(map[string]*replicaSet),
-		kubes:     make(map[string]*kubeSet),
+		sources:   make(map[string]replicaSource),
+		id:        gatewayID(),
 		listening: make(chan struct{}),
 	}
 	exe, err := os.Executable()
@@ -136,6 +137,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.replicaMetrics = replicas.NewMetrics(reg)
 	if err := s.openShared(cfg); err != nil {
 		return nil, err
+	}
+	if s.redis != nil {
+		// Cannot fail: the client and the ID are set.
+		s.shared, _ = autoscale.NewSharedDemand(s.redis, autoscale.SharedOptions{ID: s.id, Clock: s.opts.Clock, Logger: s.logger})
 	}
 	if s.tracer, err = tracing.New(context.Background(), cfg.Tracing, tracing.Options{Registerer: reg, Logger: s.logger}); err != nil {
 		s.closeShared()
@@ -184,20 +189,16 @@ func (s *Server) apply(cfg *config.Config) error {
 		return err
 	}
 	t, err := buildTable(cfg, next)
-	var sets *setPlan
-	var kubes *kubePlan
+	var sources *sourcePlan
 	if err == nil {
-		sets, err = s.prepareReplicasLocked(cfg, next)
-	}
-	if err == nil {
-		kubes, err = s.prepareKubeLocked(cfg, next)
+		sources, err = s.prepareSourcesLocked(cfg, next)
 	}
 	if err == nil {
 		t.auth, err = s.authenticatorFor(cfg)
 	}
 	if err != nil {
 		discard()
-		kubes.discard()
+		sources.discard()
 		return err
 	}
 
@@ -214,17 +215,13 @@ func (s *Server) apply(cfg *config.Config) error {
 		}
 	}
 	s.pools = next
-	newSets := s.commitReplicasLocked(cfg, sets)
-	newKubes := s.commitKubeLocked(cfg, kubes)
+	newSources := s.commitSourcesLocked(cfg, sources)
 	if s.running {
 		for _, p := range created {
 			p.Start(context.Background())
 		}
-		for _, name := range newSets {
-			s.startSetLocked(name)
-		}
-		for _, name := range newKubes {
-			s.startKubeLocked(name)
+		for _, name := range newSources {
+			s.sources[name].start()
 		}
 	}
 	return nil
@@ -374,11 +371,8 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, p := range s.pools {
 		p.Start(context.Background()) // stopped by p.Close
 	}
-	for name := range s.sets {
-		s.startSetLocked(name)
-	}
-	for name := range s.kubes {
-		s.startKubeLocked(name)
+	for _, src := range s.sources {
+		src.start()
 	}
 	s.mu.Unlock()
 
@@ -409,6 +403,9 @@ func (s *Server) Run(ctx context.Context) error {
 		g.Go(func() error { s.watchConfig(runCtx, cfg.Path); return nil })
 	}
 	g.Go(func() error { s.runBridges(gctx, cfg); return nil })
+	if s.shared != nil {
+		g.Go(func() error { return s.shared.Run(gctx, autoscale.DefaultTick, s.publishedDemand) })
+	}
 	if kedaLn != nil {
 		g.Go(func() error { return s.serveKEDA(gctx, kedaLn) })
 	}
@@ -437,16 +434,8 @@ func (s *Server) Run(ctx context.Context) error {
 	err = g.Wait()
 	s.mu.Lock()
 	var stops sync.WaitGroup
-	for name, rs := range s.sets {
-		stop := cfg.PoolByName(name)
-		timeout := 30 * time.Second
-		if stop != nil && stop.Process != nil {
-			timeout = stop.Process.StopTimeout.D()
-		}
-		stops.Go(func() { s.stopSet(name, rs, timeout) })
-	}
-	for _, ks := range s.kubes {
-		stops.Go(ks.stop)
+	for _, src := range s.sources {
+		stops.Go(src.stop)
 	}
 	s.mu.Unlock()
 	stops.Wait()

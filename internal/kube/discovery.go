@@ -28,23 +28,6 @@ import (
 // Elector or ExternalScaler is already running or ran.
 var ErrRunning = errors.New("kube: already running")
 
-// Pool is where discovered replicas join and leave traffic.
-// *upstream.Pool implements it.
-type Pool interface {
-	// NewBackend creates a backend for rawURL, not yet in the pool.
-	NewBackend(rawURL string, weight int, state upstream.State) (*upstream.Backend, error)
-	// AddBackend adds b to the pool.
-	AddBackend(b *upstream.Backend)
-	// RemoveBackend drops the backend with key; requests in flight finish.
-	RemoveBackend(key string)
-	// SetBackendState moves b to s (only healthy backends take requests).
-	SetBackendState(b *upstream.Backend, s upstream.State)
-	// Backends lists the pool's backends.
-	Backends() []*upstream.Backend
-}
-
-var _ Pool = (*upstream.Pool)(nil)
-
 // startupSamples is how many recent not-ready-to-ready durations
 // StartupTime keeps.
 const startupSamples = 5
@@ -88,7 +71,7 @@ type Discovery struct {
 	client kubernetes.Interface
 	name   string // the pool's
 	cfg    config.Kubernetes
-	pool   Pool
+	pool   upstream.Membership
 	opts   Options
 	log    *slog.Logger
 
@@ -106,7 +89,7 @@ type Discovery struct {
 
 // NewDiscovery returns a Discovery that fills pool (named name) from the
 // Service cfg names. It does not contact the API server until Run.
-func NewDiscovery(client kubernetes.Interface, name string, cfg *config.Kubernetes, pool Pool, opts Options) (*Discovery, error) {
+func NewDiscovery(client kubernetes.Interface, name string, cfg *config.Kubernetes, pool upstream.Membership, opts Options) (*Discovery, error) {
 	if client == nil || cfg == nil || pool == nil {
 		return nil, errors.New("kube: discovery needs a client, a kubernetes config and a pool")
 	}

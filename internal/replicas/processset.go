@@ -26,21 +26,6 @@ import (
 // ErrClosed is returned by Scale and Run once the set was closed.
 var ErrClosed = errors.New("replicas: process set closed")
 
-// Pool is where replicas join and leave traffic. *upstream.Pool implements
-// it.
-type Pool interface {
-	// NewBackend creates a backend for rawURL, not yet in the pool.
-	NewBackend(rawURL string, weight int, state upstream.State) (*upstream.Backend, error)
-	// AddBackend adds b to the pool.
-	AddBackend(b *upstream.Backend)
-	// RemoveBackend drops the backend with key; requests in flight finish.
-	RemoveBackend(key string)
-	// SetBackendState moves b to s (only healthy backends take requests).
-	SetBackendState(b *upstream.Backend, s upstream.State)
-}
-
-var _ Pool = (*upstream.Pool)(nil)
-
 // SluiceCommand is the program name that means sluice's own executable in a
 // process command.
 const SluiceCommand = "sluice"
@@ -115,7 +100,7 @@ type Options struct {
 // by cancelling Run's context.
 type ProcessSet struct {
 	name  string
-	pool  Pool
+	pool  upstream.Membership
 	opts  Options
 	log   *slog.Logger
 	probe *http.Client
@@ -150,7 +135,7 @@ type ProcessSet struct {
 // cfg.Replicas copies until Scale says otherwise. It resolves the program
 // now, so a command that does not exist fails here rather than in a
 // restart loop.
-func NewProcessSet(name string, cfg *config.Process, pool Pool, opts Options) (*ProcessSet, error) {
+func NewProcessSet(name string, cfg *config.Process, pool upstream.Membership, opts Options) (*ProcessSet, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
