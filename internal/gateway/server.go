@@ -73,7 +73,7 @@ type Server struct {
 	slots  tenantSlots // tenants' requests in flight here, before their bodies are read
 	bodies bodyBudget  // request body bytes held in memory
 
-	tracer *tracing.Provider // OpenTelemetry traces (a no-op without tracing.otlp_endpoint); tracing config applies at start
+	tracer *tracing.Provider // OpenTelemetry traces (a no-op without tracing.otlp_endpoint); reloads swap its exporter
 
 	redis   *redis.Client      // nil without redis.url
 	limiter *ratelimit.Limiter // per-tenant limits (global with Redis)
@@ -193,12 +193,17 @@ func (s *Server) apply(cfg *config.Config) error {
 	if err == nil {
 		sources, err = s.prepareSourcesLocked(cfg, next)
 	}
+	var traces *tracing.Change
 	if err == nil {
-		t.auth, err = s.authenticatorFor(cfg)
+		traces, err = s.tracer.Prepare(context.Background(), cfg.Tracing)
+	}
+	if err == nil {
+		t.auth, err = s.authenticatorFor(cfg) // last: nothing after it can fail
 	}
 	if err != nil {
 		discard()
 		sources.discard()
+		traces.Discard()
 		return err
 	}
 
@@ -206,6 +211,7 @@ func (s *Server) apply(cfg *config.Config) error {
 	for _, c := range changes {
 		c.Commit()
 	}
+	traces.Commit()
 	if old := s.table.Swap(t); old != nil && old.auth != nil && old.auth != t.auth {
 		old.auth.Close()
 	}

@@ -74,3 +74,31 @@ func newTracedServer(t *testing.T, endpoint string, h http.Handler) *httptest.Se
 	t.Cleanup(s.Close)
 	return s
 }
+
+// TestTracingFollowsReload: tracing switched on by a reload traces the
+// requests after it, without a restart.
+func TestTracingFollowsReload(t *testing.T) {
+	recv := tracingtest.StartReceiver(t)
+	be := newBackend(t, "b")
+	base := "listen: 127.0.0.1:0\nadmin: {listen: \"\"}\nlog: {level: error}\n" +
+		"pools:\n  - {name: chat, models: [m1], health_check: {path: \"\"}, backends: [{url: " + be.URL + "}]}\n"
+	g := startGateway(t, base)
+	if b := readAll(t, g.post("/v1/chat/completions", chatBody)); !strings.Contains(b, `"backend":"b"`) {
+		t.Fatalf("before the reload: %s", b)
+	}
+	g.rewrite("tracing: {otlp_endpoint: " + recv.HTTPEndpoint + ", protocol: http}\n" + base)
+	if err := g.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if b := readAll(t, g.post("/v1/chat/completions", chatBody)); !strings.Contains(b, `"backend":"b"`) {
+		t.Fatalf("after the reload: %s", b)
+	}
+	recv.Wait(t, 30*time.Second, func(ss []tracingtest.Span) bool {
+		for _, s := range ss {
+			if s.Kind == 2 && s.Attrs["gen_ai.request.model"] == "m1" {
+				return true
+			}
+		}
+		return false
+	})
+}
