@@ -87,7 +87,14 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, t *table, x *exch
 			return openai.RateLimited("tenant "+x.tenant.Name+" has "+strconv.Itoa(x.tenant.Limits.Concurrency)+" requests in flight, its concurrency limit", time.Second)
 		}
 	}
-	if needBody || s.wantsBody(t, x.pool) {
+	if boundary := multipartBoundary(r.Header.Get("Content-Type")); needBody && boundary != "" {
+		if async {
+			return openai.BadRequest("a multipart request cannot run as a job (Prefer: respond-async); send it without")
+		}
+		if e := s.routeMultipart(w, r, t, x, boundary); e != nil {
+			return e
+		}
+	} else if needBody || s.wantsBody(t, x.pool) {
 		if e := s.readBody(w, r, t.cfg, x); e != nil {
 			return e
 		}
