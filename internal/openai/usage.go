@@ -187,7 +187,10 @@ func (s *UsageScanner) Usage() (Usage, bool) {
 
 // jsonUsageFinder is a push parser that tracks just enough of JSON's
 // structure (nesting, strings, the member names of the top-level object) to
-// capture the value of a top-level "usage" member. It does not validate:
+// capture the value of a top-level "usage" member, or of the "usage" member
+// of a top-level "response" object (a Responses API stream reports usage in
+// its response.completed event as {"type":..., "response":{..., "usage":
+// {...}}}). It does not validate:
 // input that is not JSON yields no usage, never an error. It works byte by
 // byte (skipping through string contents in bulk), so how the input is
 // split across feeds cannot change what it finds.
@@ -196,11 +199,15 @@ type jsonUsageFinder struct {
 	topObject bool // the top-level value is an object
 	inString  bool
 	escaped   bool
-	expectKey bool // at depth 1, the next string is a member name
+	expectKey bool // at depth 1, or 2 inside "response", the next string is a member name
 	inKey     bool
-	keyMatch  int  // bytes of "usage" matched in the current name; -1 when not it
+	key       [len("response")]byte
+	keyLen    int  // bytes of the current name in key; -1 when it is none of the names looked for
 	afterKey  bool // the current member is "usage" and its value has not begun
+	afterResp bool // the current member is the top-level "response" and its value has not begun
+	inResp    bool // inside the top-level "response" object
 	capture   captureKind
+	capDepth  int // the depth of the captured value's member
 	overflow  bool
 	value     []byte
 
@@ -235,22 +242,23 @@ func (f *jsonUsageFinder) feed(p []byte) {
 			switch {
 			case f.escaped:
 				f.escaped = false
-				f.keyMatch = -1
+				f.keyLen = -1
 			case c == '\\':
 				f.escaped = true
 			case c == '"':
 				f.inString = false
 				if f.inKey {
 					f.inKey = false
-					f.afterKey = f.keyMatch == len("usage")
-				} else if f.capture == captureString && f.depth == 1 {
+					f.endKey()
+				} else if f.capture == captureString && f.depth == f.capDepth {
 					f.finishCapture()
 				}
 			case f.inKey:
-				if f.keyMatch >= 0 && f.keyMatch < len("usage") && c == "usage"[f.keyMatch] {
-					f.keyMatch++
+				if f.keyLen >= 0 && f.keyLen < len(f.key) {
+					f.key[f.keyLen] = c
+					f.keyLen++
 				} else {
-					f.keyMatch = -1
+					f.keyLen = -1
 				}
 			default:
 				// Skip through the string's plain bytes in bulk.
@@ -269,9 +277,9 @@ func (f *jsonUsageFinder) feed(p []byte) {
 		case ' ', '\t', '\n', '\r', ':':
 		case '"':
 			f.inString = true
-			if f.depth == 1 && f.topObject && f.expectKey {
+			if f.expectKey && (f.depth == 1 && f.topObject || f.depth == 2 && f.inResp) {
 				f.inKey = true
-				f.keyMatch = 0
+				f.keyLen = 0
 				f.expectKey = false
 			} else {
 				f.beginValue(captureString, c)
@@ -283,15 +291,21 @@ func (f *jsonUsageFinder) feed(p []byte) {
 				f.expectKey = true
 			}
 			f.depth++
+			if f.depth == 2 && f.inResp {
+				f.expectKey = true
+			}
 		case '}', ']':
 			if f.depth > 0 {
 				f.depth--
 			}
-			if f.capture == captureCompound && f.depth == 1 {
+			if f.depth <= 1 {
+				f.inResp = false
+			}
+			if f.capture == captureCompound && f.depth == f.capDepth {
 				f.finishCapture()
 			}
 		case ',':
-			if f.depth == 1 {
+			if f.depth == 1 || f.depth == 2 && f.inResp {
 				f.expectKey = true
 			}
 		default:
@@ -302,17 +316,33 @@ func (f *jsonUsageFinder) feed(p []byte) {
 	}
 }
 
-// beginValue notes the first byte c of a value; when it is the value of the
-// top-level "usage" member, capture begins with it.
+// endKey notes which member the name just read begins.
+func (f *jsonUsageFinder) endKey() {
+	name := f.key[:max(f.keyLen, 0)]
+	switch {
+	case f.keyLen < 0:
+	case string(name) == "usage":
+		f.afterKey = true
+	case f.depth == 1 && string(name) == "response":
+		f.afterResp = true
+	}
+}
+
+// beginValue notes the first byte c of a value; when it is the value of a
+// "usage" member looked for, capture begins with it.
 func (f *jsonUsageFinder) beginValue(kind captureKind, c byte) {
+	if f.afterResp {
+		f.afterResp = false
+		f.inResp = f.depth == 1 && c == '{'
+	}
 	if !f.afterKey {
 		return
 	}
 	f.afterKey = false
-	if f.depth != 1 {
+	if f.depth != 1 && !(f.depth == 2 && f.inResp) {
 		return
 	}
-	f.capture = kind
+	f.capture, f.capDepth = kind, f.depth
 	f.overflow = false
 	f.value = append(f.value[:0], c)
 }
