@@ -1,5 +1,5 @@
 // Package sim is a simulated inference server: it speaks the OpenAI API
-// (chat completions, completions, responses, embeddings, models), the Open Inference
+// (chat completions, completions, responses, embeddings, rerank, models), the Open Inference
 // Protocol v2 and vLLM's Prometheus metrics, and answers with deterministic
 // content after latencies that behave like a GPU engine with continuous
 // batching. The gateway's tests, benchmarks, demos and the quickstart run
@@ -20,7 +20,7 @@
 //     to first token as a client sees it is queueing time plus prefill.
 //   - Each further token takes ITL × (1 + BatchPenalty × (running−1)/MaxRunning),
 //     re-evaluated before every token, so a fuller batch decodes slower.
-//   - Embeddings and v2 inference cost one prefill over all their input
+//   - Embeddings, rerank and v2 inference cost one prefill over all their input
 //     tokens and occupy a batch slot meanwhile.
 //   - Every duration is multiplied by Slowdown.
 //
