@@ -61,4 +61,39 @@ const team = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'k-team', maxRetries: 0
   assert(err instanceof OpenAI.NotFoundError, `retrieve of an unknown model: ${err}`);
 }
 
+// 3. The Responses API, whole and streamed; the gateway reads the usage of
+// both (the Go side checks sluice_tokens_total for these tenants).
+{
+  const a = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'k-resp-a', maxRetries: 0 });
+  const r = await a.responses.create({ model: 'sim-llm', input: 'tell me a story', max_output_tokens: 16 });
+  assert(r.object === 'response' && r.status === 'completed', `responses.create: ${JSON.stringify(r).slice(0, 300)}`);
+  assert(r.output_text.length > 0 && r.usage.output_tokens > 0 && r.usage.input_tokens > 0, `responses.create usage: ${JSON.stringify(r.usage)}`);
+
+  const s = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'k-resp-s', maxRetries: 0 });
+  const stream = s.responses.stream({ model: 'sim-llm', input: 'tell me another story', max_output_tokens: 16 });
+  let deltas = '';
+  const types = new Set();
+  for await (const ev of stream) {
+    types.add(ev.type);
+    if (ev.type === 'response.output_text.delta') deltas += ev.delta;
+  }
+  const final = await stream.finalResponse();
+  assert(types.has('response.created') && types.has('response.completed'), `stream events: ${[...types]}`);
+  const text = final.output.flatMap((o) => o.content ?? []).filter((c) => c.type === 'output_text').map((c) => c.text).join('');
+  assert(deltas.length > 0 && text === deltas, `streamed text ${JSON.stringify(deltas)} vs final ${JSON.stringify(text)}`);
+  assert(final.usage.output_tokens > 0, `streamed usage: ${JSON.stringify(final.usage)}`);
+}
+
+// 4. A rerank request (vLLM's /v1/rerank) is routed by its model like any
+// other JSON request.
+{
+  const res = await fetch(`${base}/v1/rerank`, {
+    method: 'POST',
+    headers: { Authorization: 'Bearer k-team', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'sim-llm', query: 'fast fox', documents: ['a quick fox', 'a lazy dog', 'fast foxes'], top_n: 2 }),
+  });
+  const body = await res.json();
+  assert(res.status === 200 && body.results.length === 2 && body.model === 'sim-llm', `rerank: ${res.status} ${JSON.stringify(body)}`);
+}
+
 console.log('ok');
