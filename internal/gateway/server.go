@@ -68,7 +68,8 @@ type Server struct {
 	mu      sync.Mutex // serializes reloads; guards pools and sources
 	pools   map[string]*upstream.Pool
 	sources map[string]replicaSource // process and kubernetes pools' replicas
-	removed sync.WaitGroup           // sources replaced or of removed pools, stopping
+	removed sync.WaitGroup           // sources and bridges replaced or of removed pools, stopping
+	bridges map[string]*runningBridge // queue bridges by pool, while running; nil before and after
 
 	slots  tenantSlots // tenants' requests in flight here, before their bodies are read
 	bodies bodyBudget  // request body bytes held in memory
@@ -229,6 +230,7 @@ func (s *Server) apply(cfg *config.Config) error {
 		for _, name := range newSources {
 			s.sources[name].start()
 		}
+		s.syncBridgesLocked(cfg)
 	}
 	return nil
 }
@@ -380,6 +382,8 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, src := range s.sources {
 		src.start()
 	}
+	s.bridges = make(map[string]*runningBridge)
+	s.syncBridgesLocked(s.Config())
 	s.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -408,7 +412,6 @@ func (s *Server) Run(ctx context.Context) error {
 	if cfg.Path != "" {
 		g.Go(func() error { s.watchConfig(runCtx, cfg.Path); return nil })
 	}
-	g.Go(func() error { s.runBridges(gctx, cfg); return nil })
 	if s.shared != nil {
 		g.Go(func() error { return s.shared.Run(gctx, autoscale.DefaultTick, s.publishedDemand) })
 	}
@@ -426,10 +429,13 @@ func (s *Server) Run(ctx context.Context) error {
 		s.logger.Info("draining", "timeout", drain)
 		dctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
+		var bridges sync.WaitGroup
+		bridges.Go(s.stopBridges) // beside the drain: both wait for requests in flight
 		if err := data.Shutdown(dctx); err != nil {
 			s.logger.Warn("drain timeout passed; closing remaining connections", "err", err)
 			data.Close()
 		}
+		bridges.Wait()
 		s.closeJobs(dctx)
 		if admin != nil {
 			_ = admin.Shutdown(dctx)
