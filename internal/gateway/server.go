@@ -67,8 +67,8 @@ type Server struct {
 
 	mu      sync.Mutex // serializes reloads; guards pools and sources
 	pools   map[string]*upstream.Pool
-	sources map[string]replicaSource // process and kubernetes pools' replicas
-	removed sync.WaitGroup           // sources and bridges replaced or of removed pools, stopping
+	sources map[string]replicaSource  // process and kubernetes pools' replicas
+	removed sync.WaitGroup            // sources and bridges replaced or of removed pools, stopping
 	bridges map[string]*runningBridge // queue bridges by pool, while running; nil before and after
 
 	slots  tenantSlots // tenants' requests in flight here, before their bodies are read
