@@ -49,6 +49,11 @@ type Options struct {
 	// submission (jobs.ValidateFunc); a refusal is final (dead-lettered).
 	// Its pool, if not "", is the job's pool.
 	Validate jobs.ValidateFunc
+	// Admit, if set, admits each attempt under the tenant's limits as the
+	// job dispatcher does (jobs.Options.Admit): a refused attempt waits
+	// retryAfter and asks again without using an attempt; release gives
+	// the room back with the tokens the attempt used (-1: unknown).
+	Admit func(ctx context.Context, job *jobs.Job) (release func(tokens int64), retryAfter time.Duration, ok bool)
 	// Pool is the pool the bridge feeds (the job's pool unless Validate
 	// names another).
 	Pool string
@@ -229,8 +234,13 @@ func attempt(ctx context.Context, o *Options, pool string, body []byte, path str
 	}
 	r.RequestURI = path
 	r.Header = job.Request.Header.Clone()
+	release, admitted := admit(ctx, o, job)
+	if !admitted {
+		return result{aborted: true}
+	}
 	w := newCapture(o.MaxResponseBody)
 	perr := serve(o, w, r)
+	release(w.tokens())
 	if ctx.Err() != nil {
 		return result{aborted: true}
 	}
@@ -246,6 +256,31 @@ func attempt(ctx context.Context, o *Options, pool string, body []byte, path str
 		res.err = fmt.Sprintf("upstream answered %d", res.status)
 	}
 	return res
+}
+
+// admit waits until o.Admit admits job (at once without Admit); it returns
+// false if ctx ends first.
+func admit(ctx context.Context, o *Options, job *jobs.Job) (release func(tokens int64), ok bool) {
+	if o.Admit == nil {
+		return func(int64) {}, true
+	}
+	for {
+		release, wait, ok := o.Admit(ctx, job)
+		if ok {
+			if release == nil {
+				release = func(int64) {}
+			}
+			return release, true
+		}
+		if wait <= 0 {
+			wait = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(wait):
+		}
+	}
 }
 
 // serve calls Exec, turning a panic into an error.
@@ -264,6 +299,21 @@ func serve(o *Options, w http.ResponseWriter, r *http.Request) (err error) {
 	}()
 	o.Exec.ServeHTTP(w, r)
 	return nil
+}
+
+// tokens are the prompt and completion tokens the answer reports, -1 if it
+// reports none.
+func (c *capture) tokens() int64 {
+	if c.body.Len() == 0 {
+		return -1
+	}
+	sc := openai.NewUsageScanner(c.final.Get("Content-Type"))
+	_, _ = sc.Write(c.body.Bytes())
+	u, ok := sc.Usage()
+	if !ok {
+		return -1
+	}
+	return u.PromptTokens + u.CompletionTokens
 }
 
 // capture is the ResponseWriter of an attempt.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-ai/sluice/internal/bridge"
+	"github.com/sluice-ai/sluice/internal/jobs"
 )
 
 func kafkaCluster(t *testing.T, topics ...string) []string {
@@ -181,5 +183,55 @@ func eventuallyCommitted(t *testing.T, cfg bridge.Kafka, n int64) {
 			t.Fatalf("group %s committed %d of %d records (%v)", cfg.Group, total, n, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBridgeAdmitsUnderTenantLimits: a bridged request waits while the
+// tenant's limits refuse it, without using an attempt, runs once admitted,
+// and gives the room back.
+func TestBridgeAdmitsUnderTenantLimits(t *testing.T) {
+	cfg := bridge.Kafka{Topic: "requests", ResultsTopic: "results", DeadLetterTopic: "dead", Group: "sluice-chat"}
+	cfg.Brokers = kafkaCluster(t, cfg.Topic, cfg.ResultsTopic, cfg.DeadLetterTopic)
+	m := newModel(t)
+	prod := kafkaClient(t, cfg.Brokers)
+	produce(t, prod, cfg.Topic, "limited", request("sim", "limited"))
+
+	var mu sync.Mutex
+	asked, released := 0, 0
+	o := options(m)
+	o.Admit = func(_ context.Context, job *jobs.Job) (func(int64), time.Duration, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if job.Tenant != "team-a" || job.Pool != "chat" {
+			t.Errorf("admitted job of tenant %q pool %q", job.Tenant, job.Pool)
+		}
+		asked++
+		if asked <= 2 {
+			return nil, time.Millisecond, false // over the tenant's limit
+		}
+		return func(int64) {
+			mu.Lock()
+			released++
+			mu.Unlock()
+		}, 0, true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bridge.RunKafka(ctx, cfg, o) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	r := consumeUntil(t, cfg.Brokers, cfg.ResultsTopic, map[string]bool{"limited": true})["limited"]
+	var a answer
+	if err := json.Unmarshal(r.Value, &a); err != nil || header(r, bridge.HeaderStatus) != "200" || a.Attempt != 1 {
+		t.Fatalf("answer %s %s (%v); want 200 from the first attempt", header(r, bridge.HeaderStatus), r.Value, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asked != 3 || released != 1 || m.callsOf("limited") != 1 {
+		t.Fatalf("asked %d, released %d, model calls %d; want 3, 1, 1", asked, released, m.callsOf("limited"))
 	}
 }

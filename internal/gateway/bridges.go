@@ -31,7 +31,7 @@ func (s *Server) startBridge(pool string, b config.Bridge) *runningBridge {
 	ctx, cancel := context.WithCancel(context.Background()) // stopped by rb.stop
 	rb := &runningBridge{cfg: b, cancel: cancel, done: make(chan struct{})}
 	o := bridge.Options{
-		Exec: http.HandlerFunc(s.runJob), Validate: s.validateJob,
+		Exec: http.HandlerFunc(s.runJob), Validate: s.validateJob, Admit: s.admitJob,
 		Pool: pool, Tenant: b.Tenant, Priority: jobs.Priority(b.Priority), Path: b.Path,
 		Concurrency: b.Concurrency, MaxAttempts: b.MaxAttempts, Logger: s.logger.With("pool", pool),
 	}
