@@ -82,6 +82,7 @@ func (s *Server) openJobs(ctx context.Context, cfg *config.Config, ownAddrs []st
 	bsvc, err := batch.New(ctx, batch.Options{
 		Jobs: svc, Store: store, Redis: rdb,
 		MaxFileSize:    int64(cfg.Jobs.MaxFileSize),
+		FileRetention:  cfg.Jobs.FileRetention.D(),
 		MaxRequestBody: int(cfg.Limits.MaxRequestBody),
 		Logger:         s.logger,
 		Clock:          s.opts.Clock,
