@@ -13,6 +13,12 @@ import (
 // retries) and, when the pool cannot serve, its fallbacks. The response's
 // usage is observed on the way for settle.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, t *table, x *exchange) {
+	if x.info.Stream && (x.pool.Ready() == 0 || x.pool.QueueDepth() > 0) {
+		// No replica free: keep the stream alive while one starts.
+		ws := keepWaiting(w, s.opts.Clock)
+		defer ws.finish()
+		w = ws
+	}
 	if x.hideUsage {
 		hw := &hiddenUsage{ResponseWriter: w}
 		defer hw.finish()
