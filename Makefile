@@ -6,13 +6,17 @@ STATICCHECK ?= v0.8.2
 IMAGE   ?= ghcr.io/sluice-ai/sluice
 TAG     ?= dev
 IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+# grpcnotrace leaves out gRPC's golang.org/x/net/trace (a debug page sluice never
+# serves). It imports html/template, whose reflection-driven execution stops the
+# linker from dropping unused methods: the binary is a third smaller without it.
+TAGS    ?= grpcnotrace
 LDFLAGS := -s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version=$(VERSION) -X github.com/sluice-ai/sluice/internal/buildinfo.Commit=$(COMMIT)
 
 .PHONY: build image run test bench bench-compare bench-scenarios bench-kvroute fuzz fmt
 
 ## build: the sluice binary in bin/
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
+	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
 
 ## run: build bin/sluice and run it in the foreground with CONFIG (the quickstart); sluice itself is make's child (exec), so SIGTERM or Ctrl-C reaches the gateway and it drains and stops its replicas
 CONFIG ?= examples/quickstart.yaml
@@ -21,7 +25,7 @@ run: build
 
 ## image: bin/sluice-image.tar, the image $(IMAGE):$(TAG) (what deploy/ runs) for `docker load` / `podman load`; no Docker daemon or base image needed
 image:
-	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux-$(IMAGE_ARCH)/sluice ./cmd/sluice
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/linux-$(IMAGE_ARCH)/sluice ./cmd/sluice
 	$(GO) run ./scripts/image -binary bin/linux-$(IMAGE_ARCH)/sluice -arch $(IMAGE_ARCH) \
 	  -version $(VERSION) -revision $(shell git rev-parse HEAD 2>/dev/null || echo unknown) \
 	  -created $(shell git log -1 --format=%ct 2>/dev/null || echo 0) -tag $(IMAGE):$(TAG) -o bin/sluice-image.tar

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -34,7 +35,7 @@ func TestImage(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "sluice")
 	const version, revision = "v9.8.7-test", "0123456789abcdef"
-	goBuild := exec.Command("go", "build", "-trimpath",
+	goBuild := exec.Command("go", "build", "-trimpath", "-tags", makeVar(t, root, "TAGS"),
 		"-ldflags", "-s -w -X github.com/sluice-ai/sluice/internal/buildinfo.Version="+version+" -X github.com/sluice-ai/sluice/internal/buildinfo.Commit="+revision,
 		"-o", bin, "./cmd/sluice")
 	goBuild.Dir = root
@@ -179,6 +180,47 @@ func TestImage(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "sluice "+version+"\n") || !strings.Contains(string(out), "commit "+revision) {
 		t.Errorf("sluice version printed %q, want version %s and commit %s", out, version, revision)
+	}
+}
+
+// makeVar returns the default of a "NAME ?= value" line of the Makefile.
+func makeVar(t *testing.T, root, name string) string {
+	t.Helper()
+	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^` + name + `\s*\?=\s*(.*?)\s*$`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatalf("the Makefile sets no %s ?= default", name)
+	}
+	return string(m[1])
+}
+
+// TestReleaseDeps: the release build (the Makefile's TAGS) links none of
+// the packages that only cost size: html/template (through gRPC's
+// golang.org/x/net/trace) keeps the linker from dropping unused methods,
+// which made the binary half as large again; plotting belongs to the bench/
+// programs, never to cmd/sluice.
+func TestReleaseDeps(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := exec.Command("go", "list", "-deps", "-tags", makeVar(t, root, "TAGS"), "./cmd/sluice")
+	list.Dir = root
+	out, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/sluice-ai/sluice/internal/gateway") {
+		t.Fatalf("go list -deps ./cmd/sluice does not list the gateway: %q", deps)
+	}
+	for _, d := range deps {
+		if d == "html/template" || d == "golang.org/x/net/trace" || strings.HasPrefix(d, "gonum.org/") {
+			t.Errorf("the release binary links %s", d)
+		}
 	}
 }
 
