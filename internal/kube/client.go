@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -72,11 +73,15 @@ func NewClient(kubeconfig string) (kubernetes.Interface, error) {
 }
 
 // RouteLogs sends client-go's own log output (watch restarts, throttling,
-// the like) to logger instead of stderr. It sets process-wide state: call
-// it once, from main.
+// the like) to logger instead of stderr. It sets process-wide state that
+// running watches read, so only the first call takes effect: later ones
+// (a reload adding a kubernetes pool, a second server in one process)
+// would race with them.
 func RouteLogs(logger *slog.Logger) {
-	klog.SetSlogLogger(logger.With("component", "client-go"))
+	routeLogsOnce.Do(func() { klog.SetSlogLogger(logger.With("component", "client-go")) })
 }
+
+var routeLogsOnce sync.Once
 
 func userAgent() string {
 	v := buildinfo.Get().Version
