@@ -411,6 +411,9 @@ func parseUsage(b []byte) (Usage, bool) {
 		if w.TotalTokens == nil {
 			return Usage{}, false
 		}
+		// Only a total, as vLLM's rerank and score report it: all of it
+		// is input, so limits settle and the prompt count has it.
+		u.PromptTokens = *w.TotalTokens
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	if w.TotalTokens != nil {

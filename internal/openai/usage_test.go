@@ -70,6 +70,13 @@ func TestUsageScanner(t *testing.T) {
 			wantOK:      true,
 		},
 		{
+			name:        "only a total, as vLLM's rerank reports it",
+			contentType: "application/json",
+			body:        `{"id":"rerank-1","results":[{"index":0,"relevance_score":0.9}],"usage":{"total_tokens":21}}`,
+			want:        Usage{PromptTokens: 21, TotalTokens: 21},
+			wantOK:      true,
+		},
+		{
 			name:        "only nested usage",
 			contentType: "application/json",
 			body:        `{"choices":[{"usage":{"prompt_tokens":99,"completion_tokens":1}}],"x":"usage"}`,
