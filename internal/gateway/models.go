@@ -37,9 +37,9 @@ const (
 
 // modelCatalog keeps what each backend said it serves, by backend key, for
 // one routing table (a reload starts afresh, as upstream headers may have
-// changed). It has no goroutine of its own: a listing refreshes the entries that are
-// stale, asking their backends concurrently and waiting for them, so every
-// request it makes ends before the listing does. The zero value is ready.
+// changed). The server's refreshModels keeps it warm; a listing that finds
+// an entry stale asks its backend itself, concurrently with the others, and
+// waits for it. The zero value is ready.
 type modelCatalog struct {
 	mu      sync.Mutex
 	entries map[string]*catalogEntry
@@ -299,4 +299,27 @@ func writeModels(w http.ResponseWriter, v any) int64 {
 	w.Header().Set("Content-Type", "application/json")
 	n, _ := w.Write(b)
 	return int64(n)
+}
+
+// refreshModels keeps the catalog of the table in force warm until ctx
+// ends: every half catalogTTL it asks the backends of pools named by a
+// pattern whose answers are stale, so that a listing rarely waits on a
+// backend, and a reload's new table is filled within one round.
+func (s *Server) refreshModels(ctx context.Context) {
+	t := s.opts.Clock.NewTicker(catalogTTL / 2)
+	defer t.Stop()
+	for {
+		tab := s.table.Load()
+		tab.catalog.prune(tab)
+		for i, p := range tab.order {
+			if hasPattern(tab.cfg.Pools[i].Models) {
+				s.modelsOf(ctx, tab, p)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+	}
 }

@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -107,5 +110,29 @@ func TestModelDiscovery(t *testing.T) {
 	resp := g.post("/v1/chat/completions", `{"model":"llama-3-70b","messages":[]}`, "Authorization", "Bearer k-all")
 	if b := readAll(t, resp); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Backend") != "llama" {
 		t.Fatalf("chat with a discovered id: %d from %q: %s", resp.StatusCode, resp.Header.Get("X-Backend"), b)
+	}
+}
+
+// TestModelCatalogRefreshedInBackground: the replicas of a pool named by a
+// pattern are asked what they serve without waiting for a client to list
+// models, so a listing finds the answer ready.
+func TestModelCatalogRefreshedInBackground(t *testing.T) {
+	be := newBackend(t, "b")
+	var asked atomic.Int32
+	be.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/models" {
+			asked.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"llama-3-8b","object":"model"}]}`)
+		}
+	})
+	g := startGateway(t, header()+"  - {name: chat, models: [\"llama-3-*\"], health_check: {path: \"\"}, backends: [{url: "+be.URL+"}]}\n")
+	eventually(t, "the replica asked for its models", func() bool { return asked.Load() > 0 })
+	resp, err := http.Get(g.url + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := readAll(t, resp); !strings.Contains(b, `"llama-3-8b"`) || asked.Load() != 1 {
+		t.Fatalf("listing %s after %d questions; want the replica's id from the one answer kept", b, asked.Load())
 	}
 }

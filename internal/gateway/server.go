@@ -415,6 +415,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.shared != nil {
 		g.Go(func() error { return s.shared.Run(gctx, autoscale.DefaultTick, s.publishedDemand) })
 	}
+	g.Go(func() error { s.refreshModels(gctx); return nil })
 	if kedaLn != nil {
 		g.Go(func() error { return s.serveKEDA(gctx, kedaLn) })
 	}
