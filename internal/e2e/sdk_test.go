@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"net/http"
 	"os"
@@ -14,82 +12,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-ai/sluice/internal/sdktest"
 )
 
 // sdkDir holds the SDK test: package.json pins the official openai
 // package, package-lock.json its exact files, sdk.mjs the script.
 const sdkDir = "testdata/sdk"
 
-// needTool finds a command the test needs: missing, it fails the test
-// under CI (make test installs it) and skips it elsewhere.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed (scripts/test-deps.sh installs it)", name)
-		}
-		t.Skipf("%s is not installed (scripts/test-deps.sh installs it)", name)
-	}
-	return p
-}
-
-// sdkModules installs the locked packages once per lock file into the
-// user's cache directory and returns that directory.
-func sdkModules(t *testing.T) string {
-	t.Helper()
-	npm := needTool(t, "npm")
-	lock, err := os.ReadFile(filepath.Join(sdkDir, "package-lock.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(lock)
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "sluice-test", "openai-sdk-"+hex.EncodeToString(sum[:8]))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai", "package.json")); err == nil {
-		return dir
-	}
-	// Installed beside, then renamed into place: concurrent test runs never
-	// see a half-installed directory.
-	tmp := dir + ".tmp-" + strconv.Itoa(os.Getpid())
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	for _, f := range []string{"package.json", "package-lock.json"} {
-		b, err := os.ReadFile(filepath.Join(sdkDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(tmp, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	cmd.Dir = tmp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci: %v\n%s", err, out)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if _, serr := os.Stat(filepath.Join(dir, "node_modules", "openai")); serr != nil {
-			t.Fatalf("install the SDK: %v", err)
-		}
-	}
-	return dir
-}
-
 // runSDK runs testdata/sdk/sdk.mjs against the gateway at url; the script
 // prints "ok" when every check passed.
 func runSDK(t *testing.T, url string) {
 	t.Helper()
-	node := needTool(t, "node")
-	dir := sdkModules(t)
+	node := sdktest.NeedTool(t, "node")
+	dir := sdktest.Modules(t, sdkDir)
 	script, err := os.ReadFile(filepath.Join(sdkDir, "sdk.mjs"))
 	if err != nil {
 		t.Fatal(err)
