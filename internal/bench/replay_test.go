@@ -80,7 +80,7 @@ func TestReplayMooncakeAgainstSims(t *testing.T) {
 	}
 	checkInvariants(t, res)
 	if res.Sent != 13 || res.OK != 13 {
-		t.Fatalf("sent %d, ok %d; want all 13 of the trace", res.Sent, res.OK)
+		t.Fatalf("sent %d, ok %d; want all 13 of the trace (%+v %+v)", res.Sent, res.OK, res.FailedByStatus, res.FailedByKind)
 	}
 	var words int64
 	for i := range tr.Requests {
