@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,9 +17,9 @@ import (
 // startSims starts n real sims with small latencies and a prefix cache of
 // ample size, and a round-robin proxy in front of them that records the
 // session header of every request.
-func startSims(t *testing.T, n int) (proxyURL string, sessions *sessionLog) {
+func startSims(t *testing.T, n int) (url string, sessions *sessionLog) {
 	t.Helper()
-	var targets []*httputil.ReverseProxy
+	var sims []http.Handler
 	for i := range n {
 		cfg := sim.DefaultConfig()
 		cfg.ID = "sim-" + string(rune('a'+i))
@@ -30,21 +29,19 @@ func startSims(t *testing.T, n int) (proxyURL string, sessions *sessionLog) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ts := httptest.NewServer(s.Handler())
-		t.Cleanup(ts.Close)
-		u, _ := url.Parse(ts.URL)
-		rp := httputil.NewSingleHostReverseProxy(u)
-		rp.FlushInterval = -1
-		targets = append(targets, rp)
+		sims = append(sims, s.Handler())
 	}
+	// One server in front of the sims' handlers, taking them in turn and
+	// noting each request's session: the sims answer in process, with no
+	// second HTTP hop whose own connection handling the test would measure.
 	sessions = &sessionLog{byPrompt: map[string]string{}}
 	var next atomic.Uint64
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sessions.add(r.Header.Get(DefaultSessionHeader))
-		targets[next.Add(1)%uint64(len(targets))].ServeHTTP(w, r)
+		sims[next.Add(1)%uint64(len(sims))].ServeHTTP(w, r)
 	}))
-	t.Cleanup(proxy.Close)
-	return proxy.URL, sessions
+	t.Cleanup(srv.Close)
+	return srv.URL, sessions
 }
 
 type sessionLog struct {
