@@ -7,8 +7,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -27,18 +25,7 @@ func TestOfficialSDK(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs and runs the openai npm package")
 	}
-	node := sdktest.NeedTool(t, "node")
-	dir := sdktest.Modules(t, sdkDir)
-	script, err := os.ReadFile(filepath.Join(sdkDir, "sdk.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The script must sit beside node_modules for `import 'openai'`.
-	scriptPath := filepath.Join(dir, "sdk-"+strconv.Itoa(os.Getpid())+".mjs")
-	if err := os.WriteFile(scriptPath, script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(scriptPath)
+	node, scriptPath := sdktest.Script(t, sdkDir)
 
 	backend := newSimBackend(t, 0)
 	g := startGateway(t, backend, gatewayOpts{window: 4})

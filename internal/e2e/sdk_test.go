@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,18 +23,7 @@ const sdkDir = "testdata/sdk"
 // prints "ok" when every check passed.
 func runSDK(t *testing.T, url string) {
 	t.Helper()
-	node := sdktest.NeedTool(t, "node")
-	dir := sdktest.Modules(t, sdkDir)
-	script, err := os.ReadFile(filepath.Join(sdkDir, "sdk.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The script must sit beside node_modules for `import 'openai'`.
-	scriptPath := filepath.Join(dir, "surface-"+strconv.Itoa(os.Getpid())+".mjs")
-	if err := os.WriteFile(scriptPath, script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(scriptPath)
+	node, scriptPath := sdktest.Script(t, sdkDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, scriptPath)

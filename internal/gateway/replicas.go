@@ -36,11 +36,16 @@ func (s *Server) newReplicaSet(pc *config.Pool, pool *upstream.Pool) (*replicaSe
 	}
 	rs := &replicaSet{s: s, name: pc.Name, pool: pool, set: set, stopTimeout: pc.Process.StopTimeout.D()}
 	if pc.Autoscale != nil {
-		if rs.ctl, err = autoscale.NewController(pc.Name, *pc.Autoscale, set, s.controllerOptions(pc.Name, pool, set.StartupTime)); err != nil {
+		if rs.ctl, err = rs.newController(*pc.Autoscale); err != nil {
 			return nil, err
 		}
 	}
 	return rs, nil
+}
+
+// newController builds the set's autoscaler; the set is its actuator.
+func (rs *replicaSet) newController(as config.Autoscale) (*autoscale.Controller, error) {
+	return autoscale.NewController(rs.name, as, rs.set, rs.s.controllerOptions(rs.name, rs.pool, rs.set.StartupTime))
 }
 
 // processSet builds pc's supervisor; building one starts nothing.
@@ -76,7 +81,7 @@ func (rs *replicaSet) reconfigure(pc *config.Pool) {
 	case pc.Autoscale != nil && rs.ctl != nil:
 		rs.ctl.Reconfigure(*pc.Autoscale)
 	case pc.Autoscale != nil:
-		ctl, err := autoscale.NewController(rs.name, *pc.Autoscale, rs.set, rs.s.controllerOptions(rs.name, rs.pool, rs.set.StartupTime))
+		ctl, err := rs.newController(*pc.Autoscale)
 		if err != nil {
 			rs.s.logger.Error("autoscaler not started", "pool", rs.name, "err", err)
 			return

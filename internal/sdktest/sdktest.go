@@ -80,3 +80,29 @@ func Modules(t testing.TB, dir string) string {
 	}
 	return out
 }
+
+// Script makes dir/sdk.mjs runnable by node: it installs dir's packages
+// (Modules) and copies the script beside their node_modules, which
+// `import 'openai'` needs, until the test ends. It returns node's path and
+// the script's.
+func Script(t testing.TB, dir string) (node, script string) {
+	t.Helper()
+	node = NeedTool(t, "node")
+	modules := Modules(t, dir)
+	b, err := os.ReadFile(filepath.Join(dir, "sdk.mjs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.CreateTemp(modules, "sdk-*.mjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(f.Name()) })
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return node, f.Name()
+}
