@@ -831,7 +831,8 @@ func (v *validator) oneOf(path, what, value string, valid []string) {
 // headers checks headers sent upstream. A value may be a secret, so no
 // message quotes one.
 func (v *validator) headers(path string, h map[string]string) {
-	for name, value := range h {
+	for _, name := range slices.Sorted(maps.Keys(h)) { // problems in a stable order
+		value := h[name]
 		if !validHeaderName(name) {
 			v.addf(path, "%q is not a valid header name", name)
 			continue
