@@ -274,5 +274,41 @@ func drawCharts(r *report, dir string) (map[string]string, error) {
 			return nil, err
 		}
 	}
+	if f := r.Frontier; f != nil {
+		drawn, err := drawFrontier(f, filepath.Join(dir, "frontier.png"))
+		if err != nil {
+			return nil, err
+		}
+		if drawn {
+			files["frontier"] = "frontier.png"
+		}
+	}
+	if m := r.Memory; m != nil {
+		var cats []string
+		var idle, stream []float64
+		for _, row := range m.Rows {
+			if !row.Idle.measured() && !row.Streams.measured() {
+				continue
+			}
+			cats = append(cats, row.Target)
+			v := func(s *memorySample) float64 {
+				if !s.measured() {
+					return math.NaN()
+				}
+				return s.PssPer
+			}
+			idle, stream = append(idle, v(row.Idle)), append(stream, v(row.Streams))
+		}
+		err := add("memory", &barChart{
+			Title: "Memory per idle keep-alive connection and per open SSE stream (lower is better)",
+			Axis:  fmt.Sprintf("KiB of Pss per connection (%d open) or stream (%d open)", m.Conns, m.Streams), Categories: cats,
+			Series: []series{{"per idle connection", idle}, {"per stream", stream}},
+			Ref:    16, RefLabel: "16 KiB: sluice's goal per idle connection",
+			Format: func(v float64) string { return fmt.Sprintf("%.1f KiB", v) },
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	return files, nil
 }

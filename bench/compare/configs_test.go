@@ -21,7 +21,7 @@ func TestConfigTemplates(t *testing.T) {
 				text, err := renderConfig(filepath.Join("..", "configs", p.Template), configData{
 					Listen: "127.0.0.1:18080", Port: "18080",
 					Backends: []string{"127.0.0.1:19001", "127.0.0.1:19002"},
-					Balancer: pol.Directive, LogLevel: "warn", Dir: dir,
+					Balancer: pol.Directive, LogLevel: "warn", Dir: dir, MaxConn: 2000, FileLimit: 4096,
 				})
 				if err != nil {
 					t.Fatal(err)

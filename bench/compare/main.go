@@ -4,7 +4,7 @@
 // PNG charts and JSON. `make bench-compare` runs it from the repository
 // root; docs/benchmarks.md explains the method.
 //
-// Three scenarios run against a direct-to-backend baseline and each proxy:
+// The scenarios run against a direct-to-backend baseline and each proxy:
 //
 //   - overhead: a tiny fast backend; closed-loop throughput with wrk and
 //     open-loop latency at a moderate fixed rate with sluice's load
@@ -14,7 +14,12 @@
 //     inter-token latency of SSE streams;
 //   - balancing: several simulated replicas, some of them slow; the same
 //     open-loop load through each balancing policy of each proxy, and
-//     through an oracle pool of only the healthy replicas.
+//     through an oracle pool of only the healthy replicas;
+//   - frontier: the fast backend again; the highest constant request rate
+//     each proxy sustains with its p99 at most 1 ms and 5 ms above the
+//     backend's own at the same rate;
+//   - memory: what each proxy's processes hold per idle keep-alive
+//     connection (10,000 of them) and per open SSE stream (1,000).
 //
 // Every number is reported next to the baseline of the same run, because
 // the machines it runs on are shared and noisy. The suite installs what it
@@ -93,6 +98,18 @@ type options struct {
 
 	microCount int
 
+	frontierBase     float64
+	frontierSteps    int
+	frontierMax      float64
+	frontierDuration time.Duration
+	frontierWarmup   time.Duration
+	frontierTries    int
+
+	memConns       int
+	memStreams     int
+	memStreamEvery time.Duration
+	memSettle      time.Duration
+
 	waitLoad float64
 	waitMax  time.Duration
 
@@ -101,7 +118,7 @@ type options struct {
 
 // Scenario and proxy names accepted by -scenarios and -proxies.
 var (
-	allScenarios = []string{"overhead", "streaming", "balancing", "micro"}
+	allScenarios = []string{"overhead", "streaming", "balancing", "micro", "frontier", "memory"}
 	allProxies   = []string{"sluice", "haproxy", "nginx", "caddy"}
 )
 
@@ -153,6 +170,18 @@ Flags:
 
 	fs.IntVar(&o.microCount, "micro-count", 3, "micro: -count of go test -bench BenchmarkProxyOverhead")
 
+	fs.Float64Var(&o.frontierBase, "frontier-base", 500, "frontier: the first rate (req/s) of the search, which doubles from there")
+	fs.IntVar(&o.frontierSteps, "frontier-steps", 8, "frontier: grid points per doubling of the rate, the resolution the search bisects down to")
+	fs.Float64Var(&o.frontierMax, "frontier-max", 64000, "frontier: the highest rate (req/s) tried")
+	fs.DurationVar(&o.frontierDuration, "frontier-duration", 3*time.Second, "frontier: measurement length at each rate")
+	fs.DurationVar(&o.frontierWarmup, "frontier-warmup", time.Second, "frontier: unmeasured load before each measurement")
+	fs.IntVar(&o.frontierTries, "frontier-tries", 3, "frontier: looks a target gets at a rate (each with its own direct measurement) before it counts as over a bound there")
+
+	fs.IntVar(&o.memConns, "memory-connections", 10000, "memory: idle keep-alive connections held open")
+	fs.IntVar(&o.memStreams, "memory-streams", 1000, "memory: SSE streams held open")
+	fs.DurationVar(&o.memStreamEvery, "memory-stream-every", time.Second, "memory: time between a stream's events")
+	fs.DurationVar(&o.memSettle, "memory-settle", 3*time.Second, "memory: wait between opening the connections and reading the proxy's memory")
+
 	fs.Float64Var(&o.waitLoad, "wait-load", 0, "before starting, wait while the 1-minute load average is above this (0: do not wait)")
 	fs.DurationVar(&o.waitMax, "wait-max", 5*time.Minute, "longest wait for -wait-load")
 	fs.StringVar(&o.render, "render", "", "measure nothing: re-render README.md, the charts and the targets from DIR/results.json")
@@ -172,13 +201,16 @@ Flags:
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]func(){
-			"rounds":           func() { o.rounds = 1 },
-			"wrk-duration":     func() { o.wrkDuration = 3 * time.Second },
-			"latency-duration": func() { o.latencyDuration = 3 * time.Second },
-			"stream-duration":  func() { o.streamDuration = 3 * time.Second },
-			"balance-duration": func() { o.balDuration = 6 * time.Second },
-			"balance-warmup":   func() { o.balWarmup = 2 * time.Second },
-			"balance-timeout":  func() { o.balTimeout = 5 * time.Second },
+			"rounds":            func() { o.rounds = 1 },
+			"wrk-duration":      func() { o.wrkDuration = 3 * time.Second },
+			"latency-duration":  func() { o.latencyDuration = 3 * time.Second },
+			"stream-duration":   func() { o.streamDuration = 3 * time.Second },
+			"balance-duration":  func() { o.balDuration = 6 * time.Second },
+			"balance-warmup":    func() { o.balWarmup = 2 * time.Second },
+			"balance-timeout":   func() { o.balTimeout = 5 * time.Second },
+			"frontier-steps":    func() { o.frontierSteps = 4 },
+			"frontier-duration": func() { o.frontierDuration = 2 * time.Second },
+			"frontier-warmup":   func() { o.frontierWarmup = 500 * time.Millisecond },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -214,6 +246,13 @@ Flags:
 		{"-balance-slowdown", o.balSlowdown >= 1},
 		{"-balance-load", o.balLoad > 0 && o.balLoad <= 2},
 		{"-micro-count", o.microCount >= 1},
+		{"-frontier-base", o.frontierBase >= 1},
+		{"-frontier-steps", o.frontierSteps >= 1 && o.frontierSteps <= 32},
+		{"-frontier-max", o.frontierMax >= 2*o.frontierBase},
+		{"-frontier-tries", o.frontierTries >= 1},
+		{"-memory-connections", o.memConns >= 1},
+		{"-memory-streams", o.memStreams >= 1},
+		{"-memory-stream-every", o.memStreamEvery > 0},
 	} {
 		if !c.ok {
 			errs = append(errs, fmt.Errorf("%s: value out of range", c.name))
@@ -225,7 +264,7 @@ Flags:
 	}{
 		{"-wrk-duration", o.wrkDuration}, {"-latency-duration", o.latencyDuration},
 		{"-stream-duration", o.streamDuration}, {"-balance-duration", o.balDuration},
-		{"-balance-timeout", o.balTimeout},
+		{"-balance-timeout", o.balTimeout}, {"-frontier-duration", o.frontierDuration},
 	} {
 		if d.v < time.Second {
 			errs = append(errs, fmt.Errorf("%s: %v is shorter than 1s", d.name, d.v))

@@ -34,6 +34,11 @@ type configData struct {
 	LogLevel string
 	// Dir is a scratch directory private to this instance.
 	Dir string
+	// MaxConn is how many client connections the proxy is to accept at
+	// once (HAProxy's maxconn, NGINX's worker_connections).
+	MaxConn int
+	// FileLimit is the open-file limit the proxy runs with.
+	FileLimit uint64
 }
 
 // policy is one load-balancing policy of one proxy.
@@ -175,6 +180,7 @@ func (s *suite) startProxy(ctx context.Context, p proxy, pol policy, backends []
 	_, port, _ := net.SplitHostPort(addr)
 	text, err := renderConfig(filepath.Join(s.configs, p.Template), configData{
 		Listen: addr, Port: port, Backends: backends, Balancer: pol.Directive, LogLevel: logLevel, Dir: dir,
+		MaxConn: s.maxConn, FileLimit: s.fileLimit,
 	})
 	if err != nil {
 		return nil, err
@@ -277,9 +283,9 @@ func (s *suite) startSim(ctx context.Context, id string, f simFlags) (*instance,
 }
 
 // startBackend starts the overhead scenario's fast backend, this same
-// executable run as backendCommand.
-func (s *suite) startBackend(ctx context.Context) (*instance, error) {
-	return s.startHelper(ctx, "backend", "/health", backendCommand)
+// executable run as backendCommand with args.
+func (s *suite) startBackend(ctx context.Context, args ...string) (*instance, error) {
+	return s.startHelper(ctx, "backend", "/health", append([]string{backendCommand}, args...)...)
 }
 
 // startGoProxy starts the reference Go reverse proxy in front of backend.

@@ -36,6 +36,8 @@ type report struct {
 	Streaming     *streamingResult  `json:"streaming,omitempty"`
 	Balancing     *balancingResult  `json:"balancing,omitempty"`
 	Micro         *microResult      `json:"micro,omitempty"`
+	Frontier      *frontierResult   `json:"frontier,omitempty"`
+	Memory        *memoryResult     `json:"memory,omitempty"`
 	Problems      []string          `json:"problems"`
 }
 
@@ -98,6 +100,22 @@ func (r *report) write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte(md), 0o644); err != nil {
 		return fmt.Errorf("README.md: %w", err)
 	}
+	if r.Frontier != nil {
+		var b strings.Builder
+		r.header(&b, "sluice, HAProxy, NGINX and Caddy — throughput frontier")
+		r.frontierMarkdown(&b, charts, true)
+		if err := os.WriteFile(filepath.Join(dir, "frontier.md"), []byte(b.String()), 0o644); err != nil {
+			return fmt.Errorf("frontier.md: %w", err)
+		}
+	}
+	if r.Memory != nil {
+		var b strings.Builder
+		r.header(&b, "sluice, HAProxy, NGINX and Caddy — memory per connection and per stream")
+		r.memoryMarkdown(&b, charts)
+		if err := os.WriteFile(filepath.Join(dir, "memory.md"), []byte(b.String()), 0o644); err != nil {
+			return fmt.Errorf("memory.md: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -105,7 +123,47 @@ func (r *report) write(dir string) error {
 func (r *report) markdown(charts map[string]string) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	title := "sluice vs HAProxy, NGINX and Caddy — benchmark results"
+	r.header(&b, "sluice vs HAProxy, NGINX and Caddy — benchmark results")
+
+	p("## Targets\n\n| goal | measured | verdict |\n|---|---|---|\n")
+	for _, t := range r.Targets {
+		p("| %s | %s | %s |\n", t.Goal, t.Measured, t.Verdict)
+	}
+	p("\n")
+
+	if r.Overhead != nil {
+		r.overheadMarkdown(&b, charts)
+	}
+	if r.Frontier != nil {
+		r.frontierMarkdown(&b, charts, false)
+	}
+	if r.Memory != nil {
+		r.memoryMarkdown(&b, charts)
+	}
+	if r.Streaming != nil {
+		r.streamingMarkdown(&b, charts)
+	}
+	if r.Balancing != nil {
+		r.balancingMarkdown(&b, charts)
+	}
+	if r.Micro != nil {
+		r.microMarkdown(&b)
+	}
+	p("## Problems during the run\n\n")
+	if len(r.Problems) == 0 {
+		p("None.\n")
+	}
+	for _, pr := range r.Problems {
+		p("- %s\n", strings.ReplaceAll(firstLine(pr), "|", "\\|"))
+	}
+	p("\nAll numbers, per round, are in [results.json](results.json).\n")
+	return b.String()
+}
+
+// header writes a results page's title and the table that says where,
+// when and how the run was made.
+func (r *report) header(b *strings.Builder, title string) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	if r.Quick {
 		title += " (quick smoke run: short and noisy, not for conclusions)"
 	}
@@ -138,34 +196,6 @@ func (r *report) markdown(charts map[string]string) string {
 		p("| waited for load | %s |\n", r.WaitedForLoad)
 	}
 	p("\nThe machine is shared: a load average near or above its CPU count means other work competed with the benchmark.\n\n")
-
-	p("## Targets\n\n| goal | measured | verdict |\n|---|---|---|\n")
-	for _, t := range r.Targets {
-		p("| %s | %s | %s |\n", t.Goal, t.Measured, t.Verdict)
-	}
-	p("\n")
-
-	if r.Overhead != nil {
-		r.overheadMarkdown(&b, charts)
-	}
-	if r.Streaming != nil {
-		r.streamingMarkdown(&b, charts)
-	}
-	if r.Balancing != nil {
-		r.balancingMarkdown(&b, charts)
-	}
-	if r.Micro != nil {
-		r.microMarkdown(&b)
-	}
-	p("## Problems during the run\n\n")
-	if len(r.Problems) == 0 {
-		p("None.\n")
-	}
-	for _, pr := range r.Problems {
-		p("- %s\n", strings.ReplaceAll(firstLine(pr), "|", "\\|"))
-	}
-	p("\nAll numbers, per round, are in [results.json](results.json).\n")
-	return b.String()
 }
 
 func (r *report) overheadMarkdown(b *strings.Builder, charts map[string]string) {

@@ -157,7 +157,7 @@ func TestCapacity(t *testing.T) {
 // the load generator counts as a success, so the overhead scenario
 // measures successes.
 func TestBackendAnswersBench(t *testing.T) {
-	srv := httptest.NewServer(backendHandler())
+	srv := httptest.NewServer(backendHandler(time.Second))
 	defer srv.Close()
 	r, err := bench.Run(context.Background(), bench.Config{
 		URL: srv.URL, Model: "sim-llm", Concurrency: 2, Duration: 100 * time.Millisecond, Seed: 1,

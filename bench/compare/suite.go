@@ -22,6 +22,11 @@ type suite struct {
 	sluiceBin string
 	sup       *procs.Supervisor
 	start     time.Time
+	// fileLimit is the suite's RLIMIT_NOFILE, which the servers it starts
+	// inherit, and maxConn the client connections a proxy is configured
+	// for within it.
+	fileLimit uint64
+	maxConn   int
 	// problems are things that went wrong without stopping the run (a proxy
 	// that did not start), reported in the results.
 	problems []string
@@ -92,6 +97,11 @@ func run(ctx context.Context, args []string) error {
 		Machine:  hostinfo.Describe(),
 		Settings: settingsOf(opts),
 	}
+	limit, err := raiseFileLimit(fileLimitWanted(opts))
+	if err != nil {
+		s.problem("%v", err)
+	}
+	s.fileLimit, s.maxConn = limit, maxConnWithin(limit)
 	if !opts.skipInstall {
 		if err := install(ctx, s.logf); err != nil {
 			s.problem("install: %v", err)
@@ -146,6 +156,12 @@ func run(ctx context.Context, args []string) error {
 			s.problem("micro: %s", rep.Micro.Error)
 		}
 	}
+	if opts.scenarios["frontier"] && ctx.Err() == nil {
+		rep.Frontier = s.frontier(ctx)
+	}
+	if opts.scenarios["memory"] && ctx.Err() == nil {
+		rep.Memory = s.memory(ctx)
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)
 	}
@@ -163,6 +179,21 @@ func run(ctx context.Context, args []string) error {
 		s.logf("target %-50s %s", t.Goal, t.Verdict)
 	}
 	return nil
+}
+
+// fileLimitWanted is the RLIMIT_NOFILE the suite asks for: the memory
+// scenario's idle connections take a descriptor each in the suite and in
+// the proxy.
+func fileLimitWanted(o *options) uint64 { return uint64(o.memConns) + 4096 }
+
+// maxConn is the most client connections a proxy is configured for, when
+// the file limit allows.
+const maxConn = 20000
+
+// maxConnWithin is how many client connections a proxy can be configured
+// for within the file limit, keeping some descriptors for everything else.
+func maxConnWithin(limit uint64) int {
+	return int(min(maxConn, max(int64(limit)-1024, 1024)))
 }
 
 // scenarioFailed records err, which stopped scenario, as a problem and

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // targetCheck is one of the goals sluice is measured against, with what
@@ -17,10 +18,12 @@ type targetCheck struct {
 
 // evaluateTargets checks the goals the suite exists to report on:
 //
-//   - sluice throughput ≥ 0.8× NGINX's and ≥ Caddy's;
-//   - sluice's added p99 ≤ 1.5× HAProxy's;
+//   - sluice throughput ≥ 0.8× NGINX's and HAProxy's, and ≥ Caddy's;
+//   - sluice's added p99 ≤ 1.5× HAProxy's, and ≤ 0.5 ms;
 //   - with slow replicas, sluice p2c_ewma's p99 ≤ 1.5× the oracle's and
-//     ≤ 0.5× sluice round robin's.
+//     ≤ 0.5× sluice round robin's;
+//   - sluice's frontier within +1 ms of p99 ≥ 0.8× NGINX's and HAProxy's;
+//   - sluice's memory per idle keep-alive connection ≤ 16 KiB RSS.
 func evaluateTargets(rep *report) []targetCheck {
 	var out []targetCheck
 	oh := rep.Overhead
@@ -28,7 +31,7 @@ func evaluateTargets(rep *report) []targetCheck {
 	for _, t := range []struct {
 		other string
 		goal  float64
-	}{{"nginx", 0.8}, {"caddy", 1.0}} {
+	}{{"nginx", 0.8}, {"haproxy", 0.8}, {"caddy", 1.0}} {
 		goal := fmt.Sprintf("sluice throughput ≥ %s× %s", trimFloat(t.goal, 2), proxyTitle(t.other))
 		o := oh.row(t.other)
 		if !sl.measured() || !o.measured() {
@@ -50,6 +53,14 @@ func evaluateTargets(rep *report) []targetCheck {
 		} else {
 			out = append(out, addedWithinNoise(goal, measured, sl.AddedP99))
 		}
+	}
+
+	goal = "sluice added p99 ≤ 0.5 ms"
+	if !sl.measured() {
+		out = append(out, notMeasured(goal, "sluice latency"))
+	} else {
+		out = append(out, atMost(goal, sl.AddedP99, 0.5,
+			fmt.Sprintf("%+.3f ms at %g req/s (p50 %+.3f ms)", sl.AddedP99, rep.Settings.LatencyRate, sl.AddedP50), " ms"))
 	}
 
 	bal := rep.Balancing
@@ -92,7 +103,68 @@ func evaluateTargets(rep *report) []targetCheck {
 			out = append(out, atMost(goal, ratio, 0.5, measured, "×"))
 		}
 	}
+	out = append(out, frontierTargets(rep.Frontier)...)
+	out = append(out, memoryTarget(rep.Memory))
 	return out
+}
+
+// frontierTargets checks sluice's frontier within the tightest bound
+// against NGINX's and HAProxy's: the throughput goal, measured open loop
+// at a latency budget instead of closed loop.
+func frontierTargets(f *frontierResult) []targetCheck {
+	bound := frontierBounds[0]
+	if f != nil && len(f.BoundsMS) > 0 {
+		bound = f.BoundsMS[0]
+	}
+	var out []targetCheck
+	sl := f.row("sluice").edge(bound)
+	for _, other := range []string{"nginx", "haproxy"} {
+		goal := fmt.Sprintf("sluice frontier at +%g ms p99 ≥ 0.8× %s's", bound, proxyTitle(other))
+		o := f.row(other).edge(bound)
+		if sl == nil || o == nil {
+			out = append(out, notMeasured(goal, "the frontier of sluice or "+other))
+			continue
+		}
+		measured := fmt.Sprintf("%.0f vs %.0f req/s", sl.Rate, o.Rate)
+		if o.Rate == 0 {
+			t := targetCheck{Goal: goal, Measured: measured,
+				Verdict: fmt.Sprintf("inconclusive: %s was over the bound already at the lowest rate", proxyTitle(other))}
+			if sl.Rate > 0 {
+				met := true
+				t.Met, t.Verdict = &met, "met: "+proxyTitle(other)+" was over the bound already at the lowest rate, sluice was not"
+			}
+			out = append(out, t)
+			continue
+		}
+		ratio := sl.Rate / o.Rate
+		out = append(out, atLeast(goal, ratio, 0.8, fmt.Sprintf("%s = %.2f×", measured, ratio), "×"))
+	}
+	return out
+}
+
+// memoryTarget checks sluice's memory per idle keep-alive connection.
+func memoryTarget(m *memoryResult) targetCheck {
+	const goal = "sluice idle keep-alive connection ≤ 16 KiB RSS"
+	var sl *memorySample
+	var others []string
+	if m != nil {
+		for _, row := range m.Rows {
+			switch {
+			case row.Target == "sluice":
+				sl = row.Idle
+			case row.Idle.measured():
+				others = append(others, fmt.Sprintf("%s %.1f", proxyTitle(row.Target), row.Idle.RssPer))
+			}
+		}
+	}
+	if !sl.measured() {
+		return notMeasured(goal, "sluice's memory")
+	}
+	measured := fmt.Sprintf("%.1f KiB RSS (Pss %.1f) per connection, %d open", sl.RssPer, sl.PssPer, sl.Open)
+	if len(others) > 0 {
+		measured += "; " + strings.Join(others, ", ")
+	}
+	return atMost(goal, sl.RssPer, 16, measured, " KiB")
 }
 
 // addedWithinNoise judges the added-p99 target when HAProxy's p99 was not
