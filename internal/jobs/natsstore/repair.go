@@ -109,10 +109,12 @@ func (s *Store) reconcileInBackground(ctx context.Context) {
 // while gateways use the store, and more than once.
 //
 // It reads every record, then every queue entry, then reads each candidate
-// again: the store writes a queue entry before its record and a final
-// record before acking its entry, so a record that is still not final at
-// the end, with the same revision, and had no entry during the scan, has
-// none.
+// again: the store writes a final record before acking its entry, so a
+// record that is still not final at the end, with the same revision, and
+// had no entry during the scan, has none, or is a job never attempted
+// whose Create is still in flight (it writes the record and the entry
+// together), whose entry the requeue's message ID makes JetStream store
+// once.
 func (s *Store) Reconcile(ctx context.Context) (Reconciled, error) {
 	var out Reconciled
 	lister, err := s.kv.ListKeys(ctx)
@@ -169,17 +171,37 @@ func (s *Store) Reconcile(ctx context.Context) (Reconciled, error) {
 		if err != nil || j.Status.Final() || e.Revision() != rev {
 			continue
 		}
-		// The record's encoding is the queue entry's (Create publishes the
-		// same bytes). The message ID lets a concurrent reconciliation of
-		// the same revision add no second entry.
-		msgID := fmt.Sprintf("requeue.%s.%d", j.ID, rev)
-		if err := s.enqueue(ctx, j, k, e.Value(), msgID); err != nil {
+		if err := s.requeueRecord(ctx, j, k, e.Value(), rev); err != nil {
 			return out, fmt.Errorf("queue job %s again: %w", j.ID, err)
 		}
 		out.Requeued = append(out.Requeued, j.ID)
 		s.announce(jobs.Event{Kind: jobs.EventEnqueued, ID: j.ID, Priority: j.Priority})
 	}
 	return out, nil
+}
+
+// requeueRecord queues job (record key, encoding val at revision rev)
+// again. The record's encoding is the queue entry's (Create publishes the
+// same bytes). The message ID lets a concurrent reconciliation of the same
+// revision add no second entry. A job never attempted gets the ID of the
+// entry its Create publishes, as Create stores its record and its entry
+// together: one in flight during the scan is then stored once. If that ID
+// names an entry removed since (within the deduplication window), the job
+// is queued under the revision's ID after all.
+func (s *Store) requeueRecord(ctx context.Context, job *jobs.Job, key string, val []byte, rev uint64) error {
+	again := fmt.Sprintf("requeue.%s.%d", job.ID, rev)
+	if job.Status != jobs.StatusQueued || job.Attempts > 0 {
+		return s.enqueue(ctx, job, key, val, again)
+	}
+	ack, err := s.js.PublishMsg(ctx, s.queueMsg(job, key, val), jetstream.WithMsgID(job.ID))
+	if err != nil || !ack.Duplicate {
+		return err
+	}
+	_, err = s.queue.GetMsg(ctx, ack.Sequence)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return s.enqueue(ctx, job, key, val, again)
+	}
+	return err
 }
 
 // queuedKeys returns the record keys of every entry on the queue stream.

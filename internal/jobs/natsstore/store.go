@@ -23,9 +23,12 @@
 //     them;
 //   - subject N.events: core NATS notifications between gateways.
 //
-// Submission publishes the queue message first and then creates the
-// record, so no record is ever queued without a message; a dispatcher that
-// meets a fresh message before its record creates the record from it.
+// Submission publishes the queue message and creates the record together
+// and returns once both are stored; a dispatcher that meets a fresh
+// message before its record creates the record from it, and a record
+// whose message was not stored is taken back (see enqueueAndRecord). A
+// finished job's N_done entry is published without waiting, and its queue
+// message is acked once the entry is stored (see index.go).
 //
 // Requires NATS Server 2.11 or later (per-message TTL for delete markers).
 package natsstore
@@ -96,6 +99,15 @@ const (
 	// idempotency key names to be recorded by its (possibly crashed)
 	// submitter before taking the submission over.
 	idemWait = 2 * time.Second
+	// defaultTimeout bounds a JetStream request whose context has no
+	// deadline, as the client does for its synchronous calls; and
+	// asyncPubAckTimeout, the wait for an asynchronous publish's
+	// acknowledgement, after which the client forgets it.
+	defaultTimeout     = 5 * time.Second
+	asyncPubAckTimeout = 2 * defaultTimeout
+	// maxAsyncPending bounds the asynchronous publishes awaiting their
+	// acknowledgement; a publish beyond it waits for room.
+	maxAsyncPending = 4096
 )
 
 var validName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
@@ -118,6 +130,7 @@ type Store struct {
 	mu     sync.Mutex
 	leased map[string]int64 // deliveries this store holds, by pool
 	recent recent
+	index  *index
 
 	onClose   []func()
 	closeOnce sync.Once
@@ -155,10 +168,14 @@ func open(ctx context.Context, nc *nats.Conn, opts Options, removeConsumer remov
 	}
 	bgCtx, stop := context.WithCancel(context.Background())
 	s.stopBG = stop
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go func() {
 		defer s.bg.Done()
 		s.reconcileInBackground(bgCtx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.ackIndexed(bgCtx)
 	}()
 	return s, nil
 }
@@ -172,7 +189,9 @@ func setUp(ctx context.Context, nc *nats.Conn, opts Options, removeConsumer remo
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(maxAsyncPending),
+		jetstream.WithPublishAsyncTimeout(asyncPubAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -183,6 +202,7 @@ func setUp(ctx context.Context, nc *nats.Conn, opts Options, removeConsumer remo
 		log:    opts.Logger,
 		inline: int(min(maxInline, nc.MaxPayload()/4)),
 		leased: make(map[string]int64),
+		index:  newIndex(),
 	}
 	n := opts.Name
 	stream := func(name string, subjects ...string) (jetstream.Stream, error) {
@@ -460,10 +480,7 @@ func (s *Store) Create(ctx context.Context, job *jobs.Job) (*jobs.Job, bool, err
 		return nil, false, err
 	}
 	key := recordKey(job.Tenant, job.ID)
-	if err := s.enqueue(ctx, job, key, val, job.ID); err != nil {
-		return nil, false, fmt.Errorf("enqueue job %s: %w", job.ID, err)
-	}
-	rev, err := s.kv.Create(ctx, key, val)
+	rev, err := s.enqueueAndRecord(ctx, job, key, val)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		// Recorded already, from the queue message by a quick dispatcher
 		// or by a submission that took this one over.
@@ -471,7 +488,7 @@ func (s *Store) Create(ctx context.Context, job *jobs.Job) (*jobs.Job, bool, err
 		return stored, true, gerr
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("record job %s: %w", job.ID, err)
+		return nil, false, err
 	}
 	job.Revision = rev
 	s.recent.put(key, val, rev, false)
@@ -532,11 +549,16 @@ const keyHeader = "Sluice-Job-Key"
 // enqueue publishes job's queue message carrying val, deduplicated by
 // msgID.
 func (s *Store) enqueue(ctx context.Context, job *jobs.Job, key string, val []byte, msgID string) error {
+	_, err := s.js.PublishMsg(ctx, s.queueMsg(job, key, val), jetstream.WithMsgID(msgID))
+	return err
+}
+
+// queueMsg is job's queue message.
+func (s *Store) queueMsg(job *jobs.Job, key string, val []byte) *nats.Msg {
 	m := nats.NewMsg(s.queueSubject(job.Priority, poolToken(job.Pool)))
 	m.Data = val
 	m.Header.Set(keyHeader, key)
-	_, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
-	return err
+	return m
 }
 
 // messageKey returns the record key of a queue message.
@@ -606,8 +628,10 @@ func (s *Store) List(ctx context.Context, q jobs.ListQuery) ([]*jobs.Job, bool, 
 }
 
 // Update implements jobs.Store. A job updated into a final state is also
-// indexed for expiry; if that fails, Update fails and the caller's lease
-// lapses, and the redelivery (which finds the job final) indexes it again.
+// indexed for expiry, without waiting: the ack of its delivery waits
+// instead (see index), and if the index entry cannot be stored, the
+// delivery is not acked and its redelivery, which finds the job final,
+// indexes it again.
 func (s *Store) Update(ctx context.Context, job *jobs.Job) error {
 	val, err := s.encode(ctx, job, false)
 	if err != nil {
@@ -626,7 +650,7 @@ func (s *Store) Update(ctx context.Context, job *jobs.Job) error {
 		return nil
 	}
 	s.recent.forget(recordKey(job.Tenant, job.ID))
-	if err := s.indexFinished(ctx, job); err != nil {
+	if err := s.publishIndex(ctx, job); err != nil {
 		return err
 	}
 	s.announce(jobs.Event{Kind: jobs.EventFinished, ID: job.ID})
@@ -641,20 +665,12 @@ type finishedEntry struct {
 	Blobs      []string `json:"blobs,omitempty"`
 }
 
+// indexFinished indexes a finished job for expiry and waits until the
+// entry is stored.
 func (s *Store) indexFinished(ctx context.Context, job *jobs.Job) error {
-	e := finishedEntry{Key: recordKey(job.Tenant, job.ID), FinishedAt: job.FinishedAt.UnixNano()}
-	if job.IdempotencyKey != "" {
-		e.Idem = idemKey(job.Tenant, job.IdempotencyKey)
-	}
-	if len(job.Request.Body) > s.inline {
-		e.Blobs = append(e.Blobs, requestBlob(job.ID))
-	}
-	if job.Result != nil && len(job.Result.Body) > s.inline {
-		e.Blobs = append(e.Blobs, resultBlob(job.ID, job.Result.Body))
-	}
-	b, err := json.Marshal(e)
+	b, err := s.indexEntry(job)
 	if err != nil {
-		return fmt.Errorf("index finished job %s: %w", job.ID, err)
+		return err
 	}
 	subject := s.opt.Name + ".done." + string(job.Status)
 	if _, err := s.js.Publish(ctx, subject, b, jetstream.WithMsgID("done."+job.ID)); err != nil {
@@ -687,6 +703,7 @@ func (s *Store) recordFromMessage(ctx context.Context, key string, msg jetstream
 // handle is a Delivery's reference to its queue message.
 type handle struct {
 	msg      jetstream.Msg
+	key      string // of the record
 	pool     string
 	released atomic.Bool
 }
@@ -743,7 +760,7 @@ func (s *Store) deliver(ctx context.Context, msg jetstream.Msg, p jobs.Priority)
 		}
 	}
 	tokens := strings.Split(msg.Subject(), ".")
-	h := &handle{msg: msg, pool: tokens[len(tokens)-1]}
+	h := &handle{msg: msg, key: key, pool: tokens[len(tokens)-1]}
 	s.mu.Lock()
 	s.leased[h.pool]++
 	s.mu.Unlock()
@@ -795,7 +812,7 @@ func (s *Store) Ack(_ context.Context, d *jobs.Delivery) error {
 		return err
 	}
 	s.release(h)
-	if err := h.msg.Ack(); err != nil {
+	if err := s.index.ackAfter(h.key, h.msg); err != nil {
 		return fmt.Errorf("ack: %w", err)
 	}
 	return nil
@@ -808,6 +825,7 @@ func (s *Store) Requeue(_ context.Context, d *jobs.Delivery, delay time.Duration
 		return err
 	}
 	s.release(h)
+	s.index.drop(h.key)
 	if delay <= 0 {
 		err = h.msg.Nak()
 	} else {
