@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
-
-	"github.com/sluice-ai/sluice/internal/bench"
 )
 
 // frontierBounds are the added-p99 bounds, in ms, the frontier scenario
@@ -32,6 +31,7 @@ type frontierResult struct {
 	Duration string         `json:"duration"`
 	Warmup   string         `json:"warmup"`
 	Tries    int            `json:"tries"`
+	Conns    int            `json:"connections"`
 	Rows     []*frontierRow `json:"rows"`
 	Measured int            `json:"measurements"`
 	Error    string         `json:"error,omitempty"`
@@ -68,6 +68,8 @@ type frontierPoint struct {
 	// sustained the rate; without it the added latency means nothing.
 	DirectSustained bool   `json:"direct_sustained"`
 	Error           string `json:"error,omitempty"`
+	// FirstError is the first failed request's error.
+	FirstError string `json:"first_error,omitempty"`
 }
 
 // sustained reports whether the target answered the offered rate: at
@@ -92,7 +94,7 @@ func (p *frontierPoint) why(direct bool, bound float64) string {
 	case p.Error != "":
 		return "error: " + cell(p.Error)
 	case p.Errors > 0:
-		return fmt.Sprintf("%d failed", p.Errors)
+		return fmt.Sprintf("%d failed (%s)", p.Errors, cell(p.FirstError))
 	case p.Achieved < frontierSustained*p.Rate:
 		return fmt.Sprintf("answered %.1f%%", 100*p.Achieved/p.Rate)
 	case direct:
@@ -132,7 +134,7 @@ func (s *suite) frontier(ctx context.Context) *frontierResult {
 	res := &frontierResult{
 		BoundsMS: frontierBounds, Base: o.frontierBase, Steps: o.frontierSteps,
 		KMin: -2 * o.frontierSteps, KMax: int(math.Floor(float64(o.frontierSteps) * math.Log2(o.frontierMax/o.frontierBase))),
-		Duration: o.frontierDuration.String(), Warmup: o.frontierWarmup.String(), Tries: o.frontierTries,
+		Duration: o.frontierDuration.String(), Warmup: o.frontierWarmup.String(), Tries: o.frontierTries, Conns: o.frontierConns,
 	}
 	backend, err := s.startBackend(ctx)
 	if err != nil {
@@ -191,26 +193,22 @@ func (s *suite) frontierRound(ctx context.Context, res *frontierResult, k int, t
 		row := res.Rows[t]
 		s.logf("frontier: %.0f req/s constant %v -> %s%s", rate, o.frontierDuration, row.Target, map[bool]string{true: " (again)"}[retry])
 		p := &frontierPoint{K: k, Rate: rate, Retry: retry}
-		r, err := bench.Run(ctx, bench.Config{
-			URL:          row.url,
-			Model:        "sim-llm",
-			Rate:         rate,
-			Arrivals:     bench.ArrivalsConstant,
-			MaxInFlight:  frontierMaxInFlight,
-			Duration:     o.frontierDuration,
-			Warmup:       o.frontierWarmup,
-			Timeout:      5 * time.Second,
-			PromptTokens: 16,
-			MaxTokens:    16,
-			Seed:         uint64(round),
-		}, nil)
+		load := &constLoad{
+			Addr: strings.TrimPrefix(row.url, "http://"), Request: smallChat,
+			Rate: rate, Conns: o.frontierConns,
+			Warmup: o.frontierWarmup, Duration: o.frontierDuration, Timeout: 5 * time.Second,
+		}
+		r, err := load.run(ctx)
 		res.Measured++
 		if err != nil {
 			p.Error = err.Error()
 		} else {
-			p.Achieved = r.RequestsPerSecond
-			p.Errors = r.Failed + r.Dropped
-			p.P50, p.P99 = ms(r.Latency.P50), ms(r.Latency.P99)
+			p.Achieved = r.Achieved()
+			p.Errors = r.Failed
+			p.P50, p.P99 = r.Percentile(50), r.Percentile(99)
+			if r.FirstError != nil {
+				p.FirstError = r.FirstError.Error()
+			}
 		}
 		points[t] = p
 	}
@@ -240,11 +238,6 @@ func (s *suite) frontierRound(ctx context.Context, res *frontierResult, k int, t
 	}
 	return out
 }
-
-// frontierMaxInFlight caps the requests outstanding in one frontier
-// measurement: far above what a target that keeps up needs, low enough
-// that one that does not is not buried under thousands of connections.
-const frontierMaxInFlight = 2000
 
 // summarizeFrontier fills each row's edges from the search.
 func summarizeFrontier(res *frontierResult, search *frontierSearch) {

@@ -98,7 +98,7 @@ func TestFrontierPoint(t *testing.T) {
 		{"within", frontierPoint{Rate: 1000, Achieved: 995, AddedP99: 0.8, DirectSustained: true}, false, true, "within"},
 		{"over the bound", frontierPoint{Rate: 1000, Achieved: 1000, AddedP99: 1.25, DirectSustained: true}, false, false, "added p99 1.25 ms"},
 		{"fell behind", frontierPoint{Rate: 1000, Achieved: 980, DirectSustained: true}, false, false, "answered 98.0%"},
-		{"errors", frontierPoint{Rate: 1000, Achieved: 1000, Errors: 3, DirectSustained: true}, false, false, "3 failed"},
+		{"errors", frontierPoint{Rate: 1000, Achieved: 1000, Errors: 3, FirstError: "status 502", DirectSustained: true}, false, false, "3 failed (status 502)"},
 		{"direct fell behind", frontierPoint{Rate: 1000, Achieved: 1000}, false, false, "direct did not sustain it"},
 		{"direct row needs only to keep up", frontierPoint{Rate: 1000, Achieved: 1000, AddedP99: 0}, true, true, "-"},
 	}

@@ -104,6 +104,7 @@ type options struct {
 	frontierDuration time.Duration
 	frontierWarmup   time.Duration
 	frontierTries    int
+	frontierConns    int
 
 	memConns       int
 	memStreams     int
@@ -175,6 +176,7 @@ Flags:
 	fs.Float64Var(&o.frontierMax, "frontier-max", 64000, "frontier: the highest rate (req/s) tried")
 	fs.DurationVar(&o.frontierDuration, "frontier-duration", 3*time.Second, "frontier: measurement length at each rate")
 	fs.DurationVar(&o.frontierWarmup, "frontier-warmup", time.Second, "frontier: unmeasured load before each measurement")
+	fs.IntVar(&o.frontierConns, "frontier-connections", 64, "frontier: keep-alive connections the constant-rate load shares")
 	fs.IntVar(&o.frontierTries, "frontier-tries", 3, "frontier: looks a target gets at a rate (each with its own direct measurement) before it counts as over a bound there")
 
 	fs.IntVar(&o.memConns, "memory-connections", 10000, "memory: idle keep-alive connections held open")
@@ -250,6 +252,7 @@ Flags:
 		{"-frontier-steps", o.frontierSteps >= 1 && o.frontierSteps <= 32},
 		{"-frontier-max", o.frontierMax >= 2*o.frontierBase},
 		{"-frontier-tries", o.frontierTries >= 1},
+		{"-frontier-connections", o.frontierConns >= 1},
 		{"-memory-connections", o.memConns >= 1},
 		{"-memory-streams", o.memStreams >= 1},
 		{"-memory-stream-every", o.memStreamEvery > 0},

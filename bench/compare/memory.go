@@ -69,20 +69,18 @@ func (m *memorySample) perOpen() {
 	m.RssPer = float64(m.After.Rss-m.Before.Rss) / float64(m.Open)
 }
 
-// The requests the memory scenario's clients send: a small chat completion,
-// answered at once, and the same asking for a stream, which the backend
-// answers with an event a second.
+// The requests the suite's own clients send: the small chat completion of
+// the overhead scenario (the body of bench/configs/chat.lua), answered at
+// once, and a shorter one asking for a stream, which the backend answers
+// with an event a second.
 var (
-	idleRequest   = chatRequest(false)
-	streamRequest = chatRequest(true)
+	smallChat     = chatRequest(`{"model":"sim-llm","messages":[{"role":"user","content":"the quick brown fox jumps over the lazy dog and then runs far away"}],"max_tokens":16}`)
+	idleRequest   = smallChat
+	streamRequest = chatRequest(`{"model":"sim-llm","messages":[{"role":"user","content":"hello"}],"max_tokens":8,"stream":true}`)
 )
 
-func chatRequest(stream bool) []byte {
-	body := `{"model":"sim-llm","messages":[{"role":"user","content":"hello"}],"max_tokens":8`
-	if stream {
-		body += `,"stream":true`
-	}
-	body += "}"
+// chatRequest is a raw HTTP/1.1 chat completion request with body.
+func chatRequest(body string) []byte {
 	return []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }

@@ -32,8 +32,8 @@ func TestMemorySamplePerOpen(t *testing.T) {
 }
 
 func TestChatRequests(t *testing.T) {
-	for _, stream := range []bool{false, true} {
-		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(chatRequest(stream))))
+	for stream, raw := range map[bool][]byte{false: idleRequest, true: streamRequest} {
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))
 		if err != nil {
 			t.Fatal(err)
 		}

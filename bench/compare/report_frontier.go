@@ -12,8 +12,9 @@ func (r *report) frontierMarkdown(b *strings.Builder, charts map[string]string, 
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	f := r.Frontier
 	p("## Throughput frontier: the highest rate each proxy sustains within +1 ms and +5 ms of p99\n\n")
-	p("The overhead scenario's fast backend and small chat completion, sent open loop at a **constant rate** by sluice's load generator ")
-	p("(`internal/bench`, constant arrivals; every latency is measured from the request's scheduled send time, so a stall counts against the target as it would against a client: no coordinated omission). ")
+	p("The overhead scenario's fast backend and small chat completion, sent open loop at a **constant rate**, wrk2-style, by the suite's own lean client over %d keep-alive connections: ", f.Conns)
+	p("request *i* is due at *i*/rate, a free connection takes the next request and sends it when due, and its latency runs from the due time, ")
+	p("so a request that waited for a connection because earlier answers were slow counts its wait (no coordinated omission). ")
 	p("Offered rates lie on a grid of %d steps per doubling from %g req/s; the search doubles the rate while some target is still within a bound, ", f.Steps, f.Base)
 	p("then bisects each target's bracket down to one grid step (down to %g req/s for a target over a bound already at the first rate). ", f.rate(f.KMin))
 	p("Each measurement lasts %s after %s of warmup. At each rate the backend is measured directly in the same round as the proxies, the order rotating between rounds, ", f.Duration, f.Warmup)
