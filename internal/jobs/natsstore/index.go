@@ -60,7 +60,7 @@ func (s *Store) publishIndex(ctx context.Context, job *jobs.Job) error {
 	}
 	m := nats.NewMsg(s.opt.Name + ".done." + string(job.Status))
 	m.Data = b
-	f, err := s.js.PublishMsgAsync(m, jetstream.WithMsgID("done."+job.ID))
+	f, err := s.js.PublishMsgAsync(m, jetstream.WithMsgID("done."+job.ID), jetstream.WithStallWait(defaultTimeout))
 	if err != nil {
 		return fmt.Errorf("index finished job %s: %w", job.ID, err)
 	}

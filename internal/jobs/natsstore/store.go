@@ -106,7 +106,8 @@ const (
 	defaultTimeout     = 5 * time.Second
 	asyncPubAckTimeout = 2 * defaultTimeout
 	// maxAsyncPending bounds the asynchronous publishes awaiting their
-	// acknowledgement; a publish beyond it waits for room.
+	// acknowledgement; a publish beyond it waits for room, at most
+	// defaultTimeout.
 	maxAsyncPending = 4096
 )
 

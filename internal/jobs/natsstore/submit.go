@@ -22,13 +22,13 @@ import (
 func (s *Store) enqueueAndRecord(ctx context.Context, job *jobs.Job, key string, val []byte) (uint64, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	queued, err := s.js.PublishMsgAsync(s.queueMsg(job, key, val), jetstream.WithMsgID(job.ID))
+	queued, err := s.js.PublishMsgAsync(s.queueMsg(job, key, val), jetstream.WithMsgID(job.ID), jetstream.WithStallWait(defaultTimeout))
 	if err != nil {
 		return 0, fmt.Errorf("enqueue job %s: %w", job.ID, err)
 	}
 	rec := nats.NewMsg(s.recordSubject(key))
 	rec.Data = val
-	recorded, err := s.js.PublishMsgAsync(rec, jetstream.WithExpectLastSequencePerSubject(0))
+	recorded, err := s.js.PublishMsgAsync(rec, jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithStallWait(defaultTimeout))
 	if err != nil {
 		// Not sent: the queue message alone makes its record when
 		// delivered, as it did before records were written together.
