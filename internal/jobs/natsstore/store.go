@@ -522,6 +522,9 @@ func (s *Store) claimIdempotencyKey(ctx context.Context, job *jobs.Job) (*jobs.J
 		holder := string(e.Value())
 		existing, err := s.get(ctx, recordKey(job.Tenant, holder), true)
 		if err == nil {
+			if err := s.ensureQueued(ctx, existing); err != nil {
+				return nil, err
+			}
 			return existing, nil
 		}
 		if !errors.Is(err, jobs.ErrNotFound) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,6 +71,31 @@ func (s *Store) unqueued(key string, recorded jetstream.PubAckFuture) {
 	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !isWrongLastSequence(err) {
 		s.log.Warn("take back the record of a job not queued (Reconcile queues it at the next start)", "key", key, "err", err)
 	}
+}
+
+// ensureQueued publishes again the queue message of a job that a
+// submission with its idempotency key is about to be handed, if the job
+// may have a record without one: never attempted, and young enough that
+// JetStream still de-duplicates its submission's message by ID (then the
+// publish stores nothing if that message was stored). Its submission may
+// have died, or failed to take the record back, between the two writes;
+// older ones are queued by Reconcile.
+func (s *Store) ensureQueued(ctx context.Context, job *jobs.Job) error {
+	if job.Status != jobs.StatusQueued || job.Attempts > 0 || time.Since(job.CreatedAt) > dedupWindow/2 {
+		return nil
+	}
+	key := recordKey(job.Tenant, job.ID)
+	e, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read job %s: %w", job.ID, err)
+	}
+	if e.Revision() != job.Revision {
+		return nil // taken meanwhile
+	}
+	if err := s.enqueue(ctx, job, key, e.Value(), job.ID); err != nil {
+		return fmt.Errorf("enqueue job %s: %w", job.ID, err)
+	}
+	return nil
 }
 
 // recordSubject is the subject of key's entries in the records bucket.

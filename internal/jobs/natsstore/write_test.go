@@ -211,3 +211,34 @@ func fetchOne(t *testing.T, s *Store) []*jobs.Delivery {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestIdempotentRetryOfARecordWithoutMessage: a submission died between
+// storing its record and its queue message. A retry with its idempotency
+// key is handed the job, which is queued (once) so that it runs.
+func TestIdempotentRetryOfARecordWithoutMessage(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTestStore(t, time.Minute)
+	job := testJob(t)
+	job.IdempotencyKey = "k"
+	if _, err := s.kv.Create(ctx, idemKey(job.Tenant, job.IdempotencyKey), []byte(job.ID)); err != nil {
+		t.Fatal(err)
+	}
+	val, err := s.encode(ctx, job, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.kv.Create(ctx, recordKey(job.Tenant, job.ID), val); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		retry := testJob(t)
+		retry.IdempotencyKey = "k"
+		got, created, err := s.Create(ctx, retry)
+		if err != nil || created || got.ID != job.ID {
+			t.Fatalf("retry: %v %v %v, want job %s", got, created, err, job.ID)
+		}
+		if n := queueLength(t, s); n != 1 {
+			t.Fatalf("%d queue messages, want 1", n)
+		}
+	}
+}
