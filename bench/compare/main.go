@@ -140,7 +140,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round, one balancing policy per proxy (two for sluice), no cross-check, no micro-benchmark")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round, one balancing policy per proxy (two for sluice), no cross-check, no micro-benchmark, a coarser frontier grid")
 	fs.StringVar(&o.out, "out", "", "results directory (default bench/results, or bench/.quick with -quick)")
 	fs.Var(o.scenarios, "scenarios", "comma-separated scenarios to run: "+strings.Join(allScenarios, ","))
 	fs.Var(o.proxies, "proxies", "comma-separated proxies to measure: "+strings.Join(allProxies, ","))
