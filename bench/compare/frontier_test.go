@@ -138,3 +138,19 @@ func TestSummarizeFrontier(t *testing.T) {
 		t.Errorf("rate(-2) = %v, want 707", got)
 	}
 }
+
+func TestDirectSpread(t *testing.T) {
+	res := &frontierResult{Rows: []*frontierRow{
+		{Target: "direct", Points: []frontierPoint{{Rate: 500, DirectP99: 2, DirectSustained: true}}},
+		{Target: "sluice", Points: []frontierPoint{
+			{Rate: 500, DirectP99: 2, DirectSustained: true}, // the same round as the direct row's
+			{Rate: 1000, DirectP99: 6, DirectSustained: true},
+			{Rate: 2000, DirectP99: 90}, // the direct measurement fell behind
+		}},
+		{Target: "nginx", Points: []frontierPoint{{Rate: 1000, DirectP99: 3, DirectSustained: true}}},
+	}}
+	lo, mid, hi, n := res.directSpread()
+	if lo != 2 || mid != 3 || hi != 6 || n != 3 {
+		t.Errorf("spread %v %v %v over %d, want 2 3 6 over 3", lo, mid, hi, n)
+	}
+}

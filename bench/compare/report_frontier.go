@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -58,6 +59,10 @@ func (r *report) frontierMarkdown(b *strings.Builder, charts map[string]string, 
 			p(" | %s | %s | %s", f.rateCell(e), ratio, f.nextCell(e, direct))
 		}
 		p(" |\n")
+	}
+	if lo, mid, hi, n := f.directSpread(); n > 0 {
+		p("\nThe noise to hold these bounds against: over the %d rounds whose direct measurement sustained its rate, the direct p99 ranged from %.2f to %.2f ms (median %.2f ms). ", n, lo, hi, mid)
+		p("A bound well inside that range is met or missed largely by the luck of the round, which the further looks only soften.\n")
 	}
 	p("\nFor the direct row both bounds are the same: the highest rate sustained at all. ")
 	p("\"≥\" marks a target never seen over the bound up to the highest rate tried, \"<\" one over it already at the lowest.\n\n")
@@ -165,4 +170,26 @@ func memCells(s *memorySample) string {
 		open = fmt.Sprintf("%d of %d", s.Open, s.Wanted)
 	}
 	return fmt.Sprintf("%s | %.1f → %.1f | **%.1f** / %.1f", open, float64(s.Before.Pss)/1024, float64(s.After.Pss)/1024, s.PssPer, s.RssPer)
+}
+
+// directSpread is the lowest, median and highest direct p99 over the
+// rounds whose direct measurement sustained its rate, and how many there
+// were. Each proxy's look carries its round's direct p99.
+func (f *frontierResult) directSpread() (lo, mid, hi float64, n int) {
+	seen := map[[2]float64]bool{}
+	var vs []float64
+	for _, row := range f.Rows {
+		for _, pt := range row.Points {
+			key := [2]float64{pt.Rate, pt.DirectP99}
+			if !pt.DirectSustained || seen[key] {
+				continue
+			}
+			seen[key] = true
+			vs = append(vs, pt.DirectP99)
+		}
+	}
+	if len(vs) == 0 {
+		return 0, 0, 0, 0
+	}
+	return slices.Min(vs), median(vs), slices.Max(vs), len(vs)
 }
