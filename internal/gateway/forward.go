@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/sluice-ai/sluice/internal/cache"
-	"github.com/sluice-ai/sluice/internal/openai"
 	"github.com/sluice-ai/sluice/internal/proxy"
 )
 
@@ -24,15 +23,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, t *table, x *ex
 		defer hw.finish()
 		w = hw
 	}
-	pr := &proxy.Request{Pool: x.pool, HashKey: x.hashKey, Priority: x.priority, Body: x.body, RequestID: x.reqID}
+	x.fwd = proxy.Request{Pool: x.pool, HashKey: x.hashKey, Priority: x.priority, Body: x.body, RequestID: x.reqID, Observer: x}
+	pr := &x.fwd
 	pr.Prompt = x.pool.HashPrompt(x.body) // nil unless the pool is kv_aware
 	defer pr.Prompt.Release()
-	pr.Observe = func(h http.Header, p []byte) {
-		if x.usage == nil {
-			x.usage = openai.NewUsageScanner(h.Get("Content-Type"))
-		}
-		_, _ = x.usage.Write(p)
-	}
 	pc := x.pool.Config()
 	ttl := pc.Cache.TTL.D()
 	if ttl <= 0 || s.cache == nil || x.body == nil {
@@ -60,6 +54,15 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, t *table, x *ex
 	case cache.Gone:
 		x.res.Status = proxy.StatusClientClosed
 	}
+}
+
+// Observe scans the response for its usage as it passes to the client.
+func (x *exchange) Observe(h http.Header, p []byte) {
+	if !x.observed {
+		x.observed = true
+		x.usage.Reset(h.Get("Content-Type"))
+	}
+	_, _ = x.usage.Write(p)
 }
 
 // serve forwards to the request's pool and, when that pool cannot serve it

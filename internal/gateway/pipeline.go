@@ -44,9 +44,11 @@ type exchange struct {
 	buffered int64             // body bytes counted against limits.max_buffered_body
 
 	// Set by forward.
-	res   proxy.Result
-	usage *openai.UsageScanner
-	hit   bool // answered from the cache
+	fwd      proxy.Request
+	res      proxy.Result
+	usage    openai.UsageScanner // the response's usage, once observed
+	observed bool                // usage has seen the response
+	hit      bool                // answered from the cache
 
 	span tracing.Span // the request's server span; zero when not traced
 }
@@ -94,7 +96,7 @@ func (s *Server) refuse(w http.ResponseWriter, x *exchange, e *openai.Error) {
 // broke after its status was sent.
 func (s *Server) settle(r *http.Request, x *exchange) {
 	tokens := int64(-1) // unknown: the reservation stands
-	if x.usage != nil {
+	if x.observed {
 		if u, ok := x.usage.Usage(); ok {
 			tokens = u.PromptTokens + u.CompletionTokens
 			s.countTokens(x, u)

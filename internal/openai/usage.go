@@ -2,7 +2,7 @@ package openai
 
 import (
 	"encoding/json"
-	"mime"
+	"strings"
 )
 
 // Usage is the token count a backend reports for one response.
@@ -70,12 +70,13 @@ func (s *UsageScanner) Reset(contentType string) {
 	s.lineStart = true
 }
 
+// isEventStream reports whether contentType's media type, before any
+// parameters, is text/event-stream (case-insensitive, as media types are).
+// It allocates nothing, unlike mime.ParseMediaType, which it runs once per
+// response.
 func isEventStream(contentType string) bool {
-	if contentType == "text/event-stream" {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == "text/event-stream"
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // Write scans p. It never fails and never keeps p.
@@ -344,6 +345,11 @@ func (f *jsonUsageFinder) beginValue(kind captureKind, c byte) {
 	}
 	f.capture, f.capDepth = kind, f.depth
 	f.overflow = false
+	if f.value == nil {
+		// One allocation that fits a real usage object, details included,
+		// instead of growing from nothing.
+		f.value = make([]byte, 0, 512)
+	}
 	f.value = append(f.value[:0], c)
 }
 
@@ -393,31 +399,50 @@ type wireUsage struct {
 	OutputTokens     *int64 `json:"output_tokens"`
 }
 
+// usageFields are the members of a usage object that count, each with
+// whether it was present (a null member is absent, as for encoding/json).
+type usageFields struct {
+	prompt, completion, total, input, output          int64
+	hasPrompt, hasCompletion, hasTotal, hasIn, hasOut bool
+}
+
+// parseUsage reads a usage object. Real ones are flat objects of integers
+// (with nested *_details objects), which scanUsage reads without
+// allocating once the object is known to be valid JSON; anything it does
+// not read exactly goes to encoding/json, so the result is encoding/json's
+// either way (FuzzParseUsage holds the two to that).
 func parseUsage(b []byte) (Usage, bool) {
-	if len(b) == 0 || b[0] != '{' {
-		return Usage{}, false // null, or not an object
+	if len(b) == 0 || b[0] != '{' || !json.Valid(b) {
+		return Usage{}, false // null, not an object, or not JSON
 	}
-	var w wireUsage
-	if err := json.Unmarshal(b, &w); err != nil {
-		return Usage{}, false
+	f, ok := scanUsage(b)
+	if !ok {
+		if f, ok = decodeUsage(b); !ok {
+			return Usage{}, false
+		}
 	}
+	return usageOf(f)
+}
+
+// usageOf is the usage the counting members say.
+func usageOf(f usageFields) (Usage, bool) {
 	var u Usage
 	switch {
-	case w.PromptTokens != nil || w.CompletionTokens != nil:
-		u.PromptTokens, u.CompletionTokens = deref(w.PromptTokens), deref(w.CompletionTokens)
-	case w.InputTokens != nil || w.OutputTokens != nil:
-		u.PromptTokens, u.CompletionTokens = deref(w.InputTokens), deref(w.OutputTokens)
+	case f.hasPrompt || f.hasCompletion:
+		u.PromptTokens, u.CompletionTokens = f.prompt, f.completion
+	case f.hasIn || f.hasOut:
+		u.PromptTokens, u.CompletionTokens = f.input, f.output
 	default:
-		if w.TotalTokens == nil {
+		if !f.hasTotal {
 			return Usage{}, false
 		}
 		// Only a total, as vLLM's rerank and score report it: all of it
 		// is input, so limits settle and the prompt count has it.
-		u.PromptTokens = *w.TotalTokens
+		u.PromptTokens = f.total
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
-	if w.TotalTokens != nil {
-		u.TotalTokens = *w.TotalTokens
+	if f.hasTotal {
+		u.TotalTokens = f.total
 	}
 	if u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens < 0 {
 		return Usage{}, false
@@ -425,11 +450,142 @@ func parseUsage(b []byte) (Usage, bool) {
 	return u, true
 }
 
-func deref(p *int64) int64 {
-	if p == nil {
-		return 0
+// decodeUsage reads the counting members with encoding/json.
+func decodeUsage(b []byte) (usageFields, bool) {
+	var w wireUsage
+	if err := json.Unmarshal(b, &w); err != nil {
+		return usageFields{}, false
 	}
-	return *p
+	var f usageFields
+	f.prompt, f.hasPrompt = deref(w.PromptTokens)
+	f.completion, f.hasCompletion = deref(w.CompletionTokens)
+	f.total, f.hasTotal = deref(w.TotalTokens)
+	f.input, f.hasIn = deref(w.InputTokens)
+	f.output, f.hasOut = deref(w.OutputTokens)
+	return f, true
+}
+
+// countedMembers are the names scanUsage reads, in usageFields' order.
+var countedMembers = [...]string{"prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens"}
+
+// scanUsage reads the counting members of b, a valid JSON object, by
+// hand. It reports false for what it does not read as encoding/json would:
+// an escape in a member name, a name that matches a counting member only
+// case-insensitively (encoding/json takes those too), a counting member
+// that is neither an integer that fits int64 nor null.
+func scanUsage(b []byte) (usageFields, bool) {
+	var f usageFields
+	nums := [...]*int64{&f.prompt, &f.completion, &f.total, &f.input, &f.output}
+	has := [...]*bool{&f.hasPrompt, &f.hasCompletion, &f.hasTotal, &f.hasIn, &f.hasOut}
+	i := skipSpace(b, 1)
+	for i < len(b) && b[i] == '"' {
+		end := i + 1
+		for end < len(b) && b[end] != '"' && b[end] != '\\' {
+			end++
+		}
+		if end >= len(b) || b[end] != '"' {
+			return f, false
+		}
+		name := b[i+1 : end]
+		i = skipSpace(b, end+1) + 1 // past the colon
+		i = skipSpace(b, i)
+		member := -1
+		for k, c := range countedMembers {
+			if string(name) == c {
+				member = k
+				break
+			}
+			if strings.EqualFold(string(name), c) {
+				return f, false
+			}
+		}
+		if member < 0 {
+			i = skipValue(b, i)
+		} else {
+			var ok bool
+			if i, ok = scanCount(b, i, nums[member], has[member]); !ok {
+				return f, false
+			}
+		}
+		i = skipSpace(b, i)
+		if i < len(b) && b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+	return f, true
+}
+
+// scanCount reads the integer or null at b[i:], valid JSON. A null leaves
+// the member absent, as it leaves encoding/json's pointer nil.
+func scanCount(b []byte, i int, n *int64, has *bool) (int, bool) {
+	if b[i] == 'n' {
+		*n, *has = 0, false
+		return i + len("null"), true
+	}
+	neg := b[i] == '-'
+	if neg {
+		i++
+	}
+	start := i
+	var v int64
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		d := int64(b[i] - '0')
+		if v > (1<<63-1-d)/10 {
+			return i, false // does not fit: encoding/json says so
+		}
+		v = v*10 + d
+	}
+	if i == start || i < len(b) && (b[i] == '.' || b[i] == 'e' || b[i] == 'E') {
+		return i, false // not a number, or one with a fraction or an exponent
+	}
+	if neg {
+		v = -v
+	}
+	*n, *has = v, true
+	return i, true
+}
+
+// skipValue returns the index just past the JSON value at b[i:], valid
+// JSON: a string, an object or array, or a literal or number.
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			depth--
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return i
+			}
+		}
+		i++
+	}
+	return i
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+func deref(p *int64) (int64, bool) {
+	if p == nil {
+		return 0, false
+	}
+	return *p, true
 }
 
 // RequestInfo is what the gateway needs from an OpenAI-style request body.

@@ -355,3 +355,69 @@ func FuzzPeekRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseUsage holds the hand scan of a usage object to encoding/json's
+// reading of it: whatever the bytes, parseUsage answers as decodeUsage
+// alone would.
+func FuzzParseUsage(f *testing.F) {
+	for _, s := range []string{
+		`{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}`,
+		`{"prompt_tokens":9,"total_tokens":21,"completion_tokens":12,"prompt_tokens_details":{"cached_tokens":0,"x":[1,"}",{"a":null}]}}`,
+		`{"input_tokens":3,"output_tokens":4,"output_tokens_details":{"reasoning_tokens":0}}`,
+		`{"total_tokens":40}`,
+		`{"prompt_tokens":null,"completion_tokens":-0}`,
+		`{"Prompt_Tokens":5}`,
+		`{"prompt_tokenſ":5}`,
+		`{"prompt_tokens":1e3}`,
+		`{"prompt_tokens":1.0}`,
+		`{"prompt_tokens":"5"}`,
+		`{"prompt_tokens":true}`,
+		`{"prompt_tokens":9223372036854775808}`,
+		`{"prompt_tokens":-9223372036854775808}`,
+		`{"\u0070rompt_tokens":7}`,
+		`{"a":"\"","prompt_tokens":2}`,
+		` { } `,
+		`{"prompt_tokens":1,}`,
+		`{"prompt_tokens":1}x`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, gotOK := parseUsage(b)
+		var want Usage
+		wantOK := false
+		if len(b) > 0 && b[0] == '{' {
+			if fields, ok := decodeUsage(b); ok {
+				want, wantOK = usageOf(fields)
+			}
+		}
+		if got != want || gotOK != wantOK {
+			t.Fatalf("parseUsage(%q) = %+v, %v; encoding/json reads %+v, %v", b, got, gotOK, want, wantOK)
+		}
+	})
+}
+
+func TestParseUsageAllocatesNothing(t *testing.T) {
+	b := []byte(`{"prompt_tokens":9,"total_tokens":21,"completion_tokens":12,"prompt_tokens_details":{"cached_tokens":0}}`)
+	if n := testing.AllocsPerRun(100, func() { parseUsage(b) }); n != 0 {
+		t.Errorf("parseUsage allocates %v times per call, want 0", n)
+	}
+	if u, ok := parseUsage(b); !ok || u != (Usage{PromptTokens: 9, CompletionTokens: 12, TotalTokens: 21}) {
+		t.Errorf("parseUsage = %+v, %v", u, ok)
+	}
+}
+
+func TestIsEventStream(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"text/event-stream":                 true,
+		"text/event-stream; charset=utf-8":  true,
+		" Text/Event-Stream ;charset=utf-8": true,
+		"application/json":                  false,
+		"text/event-streamx":                false,
+		"":                                  false,
+	} {
+		if got := isEventStream(ct); got != want {
+			t.Errorf("isEventStream(%q) = %v, want %v", ct, got, want)
+		}
+	}
+}

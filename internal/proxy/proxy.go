@@ -73,10 +73,22 @@ type Request struct {
 	Body []byte
 	// RequestID is sent upstream as X-Request-ID.
 	RequestID string
-	// Observe, when set, sees the response bytes as they are written to the
-	// client (for token accounting). It must be cheap and never block.
-	Observe func(header http.Header, p []byte)
+	// Observer, when set, sees the response bytes as they are written to
+	// the client (for token accounting).
+	Observer Observer
 }
+
+// An Observer sees a response's bytes as they are written to the client.
+// Observe must be cheap and never block.
+type Observer interface {
+	Observe(header http.Header, p []byte)
+}
+
+// ObserveFunc is a function as an Observer.
+type ObserveFunc func(header http.Header, p []byte)
+
+// Observe calls f.
+func (f ObserveFunc) Observe(header http.Header, p []byte) { f(header, p) }
 
 // Replayable reports whether the request can be sent again (retries,
 // fallbacks): its body is in memory or it has none.

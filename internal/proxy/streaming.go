@@ -81,8 +81,8 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pr *Request, res
 				lastEvent = now
 			}
 			watch.timer.Reset(idle)
-			if pr.Observe != nil {
-				pr.Observe(resp.Header, buf[:n])
+			if pr.Observer != nil {
+				pr.Observer.Observe(resp.Header, buf[:n])
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				res.Status, res.Err = StatusClientClosed, werr

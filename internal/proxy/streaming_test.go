@@ -34,13 +34,13 @@ func TestStreamInterTokenLatency(t *testing.T) {
 	pl := pool(t, be.URL)
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}"))
-	res := p.Serve(w, r, &Request{Pool: pl, Body: []byte("{}"), Observe: func(_ http.Header, b []byte) {
+	res := p.Serve(w, r, &Request{Pool: pl, Body: []byte("{}"), Observer: ObserveFunc(func(_ http.Header, b []byte) {
 		clk.Advance(10 * time.Millisecond) // the next event comes 10ms later
 		select {
 		case next <- struct{}{}:
 		default:
 		}
-	}})
+	})})
 	if res.Error != nil || w.Code != 200 {
 		t.Fatalf("status %d, error %v", w.Code, res.Error)
 	}
