@@ -104,20 +104,28 @@ type Pool struct {
 	running sync.WaitGroup               // the routers' Run, waited for by Close
 }
 
-// transports are a pool's connection pools: one for HTTP/1.1 (and HTTP/2
-// over TLS) upstreams, one for h2c:// upstreams. They are replaced only when
-// the timeouts they enforce change.
+// transports are a pool's connection pools: one for http:// upstreams
+// (h1Transport, which hands what it does not take to net/http's), one for
+// https:// upstreams (HTTP/1.1 or HTTP/2), one for h2c:// upstreams. They
+// are replaced only when the timeouts they enforce change.
 type transports struct {
+	http     *h1Transport
 	h1, h2c  *http.Transport
 	timeouts config.Timeouts
 }
 
 func newTransports(t config.Timeouts) *transports {
-	return &transports{h1: newTransport(t, false), h2c: newTransport(t, true), timeouts: t}
+	h1 := newTransport(t, false)
+	return &transports{
+		http:     newH1Transport(h1, newDialer(t), t.FirstByte.D(), h1.IdleConnTimeout, h1.MaxIdleConnsPerHost),
+		h1:       h1,
+		h2c:      newTransport(t, true),
+		timeouts: t,
+	}
 }
 
 func (t *transports) closeIdle() {
-	t.h1.CloseIdleConnections()
+	t.http.CloseIdleConnections() // h1's too
 	t.h2c.CloseIdleConnections()
 }
 
@@ -164,10 +172,9 @@ func NewPool(cfg *config.Pool, opts Options) (*Pool, error) {
 // timeouts.connect bounds dialing and timeouts.first_byte the wait for
 // response headers, so neither costs a timer per request.
 func newTransport(to config.Timeouts, h2c bool) *http.Transport {
-	dialer := &net.Dialer{Timeout: to.Connect.D(), KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
+		DialContext:           newDialer(to).DialContext,
 		MaxIdleConns:          4096,
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
@@ -187,6 +194,10 @@ func newTransport(to config.Timeouts, h2c bool) *http.Transport {
 	return t
 }
 
+func newDialer(to config.Timeouts) *net.Dialer {
+	return &net.Dialer{Timeout: to.Connect.D(), KeepAlive: 30 * time.Second}
+}
+
 // Name is the pool's name.
 func (p *Pool) Name() string { return p.name }
 
@@ -199,8 +210,11 @@ func (p *Pool) BalancerName() string { return p.bal.Load().name }
 // Transport returns the transport for requests to b.
 func (p *Pool) Transport(b *Backend) http.RoundTripper {
 	t := p.tr.Load()
-	if b.h2c {
+	switch {
+	case b.h2c:
 		return t.h2c
+	case b.target.Scheme == "http":
+		return t.http
 	}
 	return t.h1
 }
