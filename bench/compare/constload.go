@@ -115,12 +115,19 @@ func (c *constLoad) run(ctx context.Context) (*constResult, error) {
 					break
 				}
 				due := dueAt(start, c.Rate, i)
+				var err error
 				if d := time.Until(due); d > 0 {
 					if sleepCtx(ctx, d) != nil {
 						break
 					}
+				} else if -d > c.Timeout {
+					// So far behind that it would time out unsent: a
+					// target that cannot keep up ends the run on time.
+					err = errBehind
 				}
-				err := w.do(ctx, due.Add(c.Timeout))
+				if err == nil {
+					err = w.do(ctx, due.Add(c.Timeout))
+				}
 				done := time.Now()
 				if i < first {
 					continue
@@ -157,6 +164,9 @@ func (c *constLoad) run(ctx context.Context) (*constResult, error) {
 	}
 	return res, nil
 }
+
+// errBehind fails a request that fell due longer than the timeout ago.
+var errBehind = errors.New("not sent: due longer than the timeout ago")
 
 // constConn is one connection of a constant-rate load, redialed after an
 // error.

@@ -64,3 +64,29 @@ func TestConstLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestConstLoadBehind checks that a target too slow for the rate does not
+// stretch the run: requests that fell due longer than the timeout ago fail
+// unsent.
+func TestConstLoadBehind(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+	}))
+	defer slow.Close()
+	load := &constLoad{
+		Addr: strings.TrimPrefix(slow.URL, "http://"), Request: smallChat,
+		Rate: 2000, Conns: 1, Duration: 500 * time.Millisecond, Timeout: 100 * time.Millisecond,
+	}
+	r, err := load.run(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Due != 1000 || r.OK+r.Failed != r.Due || r.Failed == 0 {
+		t.Fatalf("due %d ok %d failed %d", r.Due, r.OK, r.Failed)
+	}
+	// One connection at 20 ms a request sends at most ~30 in the run's
+	// 0.6 s; the rest fail unsent.
+	if r.OK > 100 {
+		t.Errorf("%d answered, more than one slow connection can", r.OK)
+	}
+}
