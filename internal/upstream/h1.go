@@ -274,8 +274,7 @@ func (c *h1Conn) writeRequest(req *http.Request) error {
 	case req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0:
 		body = req.Body
 		w.WriteString("Content-Length: ")
-		var num [20]byte
-		w.Write(strconv.AppendInt(num[:0], req.ContentLength, 10))
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), req.ContentLength, 10))
 		w.WriteString("\r\n")
 	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
 		w.WriteString("Content-Length: 0\r\n")
