@@ -63,7 +63,9 @@ func sluiceBin(t *testing.T) string {
 			return
 		}
 		bin = filepath.Join(dir, "sluice")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
+		// -pgo=off: the tests' binary needs no profile, and building the
+		// dependencies a second time with cmd/sluice/default.pgo costs minutes.
+		cmd := exec.Command("go", "build", "-pgo=off", "-o", bin, "./cmd/sluice")
 		cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
 		if b, err := cmd.CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("go build ./cmd/sluice: %v\n%s", err, b)

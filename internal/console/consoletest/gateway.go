@@ -45,7 +45,9 @@ func Build(t testing.TB) string {
 		t.Fatalf("go env GOMOD: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "sluice")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
+	// -pgo=off: the tests' binary needs no profile, and building the
+	// dependencies a second time with cmd/sluice/default.pgo costs minutes.
+	cmd := exec.Command("go", "build", "-pgo=off", "-o", bin, "./cmd/sluice")
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/sluice: %v\n%s", err, b)
