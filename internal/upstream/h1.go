@@ -36,8 +36,9 @@ type h1Transport struct {
 	idleFor   time.Duration // an idle connection older than this is closed
 	maxIdle   int           // idle connections kept per backend
 
-	mu   sync.Mutex
-	idle map[string][]*h1Conn // per host:port, oldest first
+	mu    sync.Mutex
+	idle  map[string][]*h1Conn // per host:port, oldest first
+	sweep *time.Timer          // closes connections idle too long; nil when none is idle
 }
 
 // Read and write buffer sizes of a connection: responses are read in up to
@@ -166,6 +167,9 @@ func (t *h1Transport) put(c *h1Conn) {
 	keep := len(idle) < t.maxIdle
 	if keep {
 		idle = append(idle, c)
+		if t.sweep == nil {
+			t.sweep = time.AfterFunc(t.idleFor, t.sweepIdle)
+		}
 	}
 	t.idle[c.host] = idle
 	t.mu.Unlock()
@@ -177,12 +181,45 @@ func (t *h1Transport) put(c *h1Conn) {
 	}
 }
 
+// sweepIdle closes the connections idle past idleFor, for every backend:
+// those of a backend that no longer gets requests (a replica scaled away)
+// would otherwise stay open.
+func (t *h1Transport) sweepIdle() {
+	now := time.Now()
+	var stale []*h1Conn
+	t.mu.Lock()
+	for host, idle := range t.idle {
+		for len(idle) > 0 && now.Sub(idle[0].since) >= t.idleFor {
+			stale = append(stale, idle[0])
+			idle[0] = nil
+			idle = idle[1:]
+		}
+		if len(idle) == 0 {
+			delete(t.idle, host)
+		} else {
+			t.idle[host] = idle
+		}
+	}
+	t.sweep = nil
+	if len(t.idle) > 0 {
+		t.sweep = time.AfterFunc(t.idleFor/2, t.sweepIdle)
+	}
+	t.mu.Unlock()
+	for _, c := range stale {
+		c.close()
+	}
+}
+
 // CloseIdleConnections closes the idle connections of both transports.
 // Connections in use are closed when their response ends.
 func (t *h1Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = make(map[string][]*h1Conn)
+	if t.sweep != nil {
+		t.sweep.Stop()
+		t.sweep = nil
+	}
 	t.mu.Unlock()
 	for _, cs := range idle {
 		for _, c := range cs {

@@ -344,3 +344,30 @@ func TestH1FallsBackForWhatItDoesNotTake(t *testing.T) {
 		t.Error("a buffered body went through net/http's transport")
 	}
 }
+
+// TestH1ClosesIdleConnections: connections idle past the idle timeout are
+// closed even when their backend gets no more requests.
+func TestH1ClosesIdleConnections(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	tr := newH1Transport(http.DefaultTransport, &net.Dialer{}, 0, 50*time.Millisecond, 4)
+	defer tr.CloseIdleConnections()
+	post(t, tr, srv.URL, "x")
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle connection is still open 10s after its 50ms idle timeout")
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.idle) != 0 {
+		t.Errorf("%d backends still listed with idle connections", len(tr.idle))
+	}
+}
