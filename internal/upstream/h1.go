@@ -156,14 +156,8 @@ func (t *h1Transport) conn(ctx context.Context, host string) (*h1Conn, bool, err
 func (t *h1Transport) put(c *h1Conn) {
 	now := time.Now()
 	c.since = now
-	var stale []*h1Conn
 	t.mu.Lock()
-	idle := t.idle[c.host]
-	for len(idle) > 0 && now.Sub(idle[0].since) >= t.idleFor {
-		stale = append(stale, idle[0])
-		idle[0] = nil
-		idle = idle[1:]
-	}
+	idle, stale := t.dropStale(t.idle[c.host], now, nil)
 	keep := len(idle) < t.maxIdle
 	if keep {
 		idle = append(idle, c)
@@ -181,6 +175,18 @@ func (t *h1Transport) put(c *h1Conn) {
 	}
 }
 
+// dropStale takes the connections idle past idleFor off the front of idle
+// (oldest first) and appends them to stale, for the caller to close once
+// it lets go of t.mu.
+func (t *h1Transport) dropStale(idle []*h1Conn, now time.Time, stale []*h1Conn) ([]*h1Conn, []*h1Conn) {
+	for len(idle) > 0 && now.Sub(idle[0].since) >= t.idleFor {
+		stale = append(stale, idle[0])
+		idle[0] = nil
+		idle = idle[1:]
+	}
+	return idle, stale
+}
+
 // sweepIdle closes the connections idle past idleFor, for every backend:
 // those of a backend that no longer gets requests (a replica scaled away)
 // would otherwise stay open.
@@ -189,11 +195,7 @@ func (t *h1Transport) sweepIdle() {
 	var stale []*h1Conn
 	t.mu.Lock()
 	for host, idle := range t.idle {
-		for len(idle) > 0 && now.Sub(idle[0].since) >= t.idleFor {
-			stale = append(stale, idle[0])
-			idle[0] = nil
-			idle = idle[1:]
-		}
+		idle, stale = t.dropStale(idle, now, stale)
 		if len(idle) == 0 {
 			delete(t.idle, host)
 		} else {
