@@ -344,7 +344,13 @@ func (r *runner) submit(ctx context.Context, req *request) error {
 	return nil
 }
 
+// hold keeps res for the next commit, once per line: a job that ran twice
+// (delivery is at least once) or was found both announced and by a scan
+// yields the line's result again, which must not count twice.
 func (r *runner) hold(res result) {
+	if r.held[res.index] || r.rec.Done.has(res.index) {
+		return
+	}
 	r.pending = append(r.pending, res)
 	r.held[res.index] = true
 }
