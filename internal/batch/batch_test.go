@@ -485,7 +485,10 @@ func TestSegmentsMerge(t *testing.T) {
 // same store takes the batch over once the lease passes and completes it,
 // each line once.
 func TestTakeover(t *testing.T) {
-	backend := newSimBackend(t, 5*time.Millisecond)
+	// 80 lines, 4 at a time, take at least 2 s: the first commit (at 1 s)
+	// finds the batch half done. At 5 ms a line the whole batch could end
+	// before it.
+	backend := newSimBackend(t, 100*time.Millisecond)
 	g := startGateway(t, backend, gatewayOpts{window: 4, lease: time.Second})
 	const n = 80
 	b := g.mustCreate("t", g.mustUpload("t", inputFile(n, "o", sim)).ID)

@@ -655,10 +655,11 @@ func (r *runner) abort(ctx context.Context, final Status) error {
 func (r *runner) cancelJobs(ctx context.Context, all bool) {
 	for id := range r.out {
 		opCtx, cancel := r.opCtx(ctx)
-		job, err := r.s.store.Get(opCtx, r.tenant, id)
-		if err == nil && !job.Status.Final() && (all || job.Status == jobs.StatusQueued) {
+		if all {
 			req, _ := http.NewRequestWithContext(context.WithValue(opCtx, tenantKeyT{}, r.tenant), http.MethodDelete, "/v1/jobs/"+id, nil)
 			r.s.jobsAPI.ServeHTTP(discard{}, req)
+		} else if err := r.s.jobs.CancelQueued(opCtx, r.tenant, id); err != nil && !errors.Is(err, jobs.ErrNotFound) {
+			r.s.log.Warn("cancel a line's job", "batch", r.id, "job", id, "err", err)
 		}
 		cancel()
 		r.finished(id) // look at it again

@@ -148,15 +148,7 @@ func (s *Service) handle(ctx, runCtx context.Context, d *Delivery) {
 		var err error
 		switch {
 		case job.Status.Final():
-			// A duplicate delivery, or a callback still to send. Waiters
-			// may have missed the announcement if recording it failed
-			// half-way.
-			s.notify(job.ID)
-			if job.callbackPending(s.opt.CallbackAttempts) {
-				s.queueCallback(ctx, d)
-			} else {
-				s.ack(ctx, d)
-			}
+			s.ended(ctx, d)
 			return
 		case s.running(job.ID):
 			// Our own lease lapsed and came back to us while the attempt
@@ -219,6 +211,11 @@ func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job, re
 	// claim finds the attempt.
 	attemptCtx, cancel := context.WithCancelCause(runCtx)
 	defer cancel(nil)
+	job.Status = StatusRunning
+	job.Attempts++
+	job.StartedAt = s.clock.Now()
+	job.RunID = runID
+	r := &run{cancel: cancel}
 	s.mu.Lock()
 	if s.runs[job.ID] != nil {
 		// Another delivery of this job is being attempted here.
@@ -226,7 +223,12 @@ func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job, re
 		s.drop(d)
 		return nil
 	}
-	s.runs[job.ID] = cancel
+	s.runs[job.ID] = r
+	if d.FirstDelivery && first {
+		// Written late (claim.go); registered under s.mu so that a cancel
+		// here finds it.
+		r.claim = s.claimLater(ctx, job, cancel)
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -234,12 +236,10 @@ func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job, re
 		s.mu.Unlock()
 	}()
 
-	job.Status = StatusRunning
-	job.Attempts++
-	job.StartedAt = s.clock.Now()
-	job.RunID = runID
-	if err := s.store.Update(ctx, job); err != nil {
-		return err
+	if r.claim == nil {
+		if err := s.store.Update(ctx, job); err != nil {
+			return err
+		}
 	}
 	d.Job = job
 	if first {
@@ -251,8 +251,29 @@ func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job, re
 	if out.result != nil {
 		tokens = out.result.tokens()
 	}
+	if r.claim != nil {
+		job.Revision = r.claim.end()
+	}
 	s.settle(ctx, d, job, out)
 	return nil
+}
+
+// run is an attempt under way on this Service.
+type run struct {
+	cancel context.CancelCauseFunc
+	claim  *claim // its running record, if written late; nil if written
+}
+
+// ended ends a delivery of a job already final: a duplicate, or a callback
+// still to send. Waiters may have missed the announcement if recording it
+// failed half-way.
+func (s *Service) ended(ctx context.Context, d *Delivery) {
+	s.notify(d.Job.ID)
+	if d.Job.callbackPending(s.opt.CallbackAttempts) {
+		s.queueCallback(ctx, d)
+		return
+	}
+	s.ack(ctx, d)
 }
 
 func (s *Service) running(id string) bool {
@@ -413,6 +434,14 @@ func (s *Service) settle(ctx context.Context, d *Delivery, job *Job, out outcome
 			return
 		}
 		cur, gerr := s.store.Get(ctx, job.Tenant, job.ID)
+		if gerr == nil && cur.Status.Final() && cur.Attempts < job.Attempts {
+			// Canceled before this attempt's late claim was stored: no
+			// other attempt holds the job (claim.go).
+			s.metrics.attempts.WithLabelValues(attemptCanceled).Inc()
+			d.Job = cur
+			s.ended(ctx, d)
+			return
+		}
 		if gerr != nil || cur.Status != StatusRunning || cur.RunID != runID {
 			s.metrics.attempts.WithLabelValues(attemptInterrupted).Inc()
 			s.drop(d)

@@ -416,20 +416,18 @@ func (s *Service) cancel(ctx context.Context, tenant, id string) (*Job, error) {
 		case StatusSucceeded, StatusFailed, StatusCanceled:
 			return job, nil
 		case StatusQueued:
-			job.Status = StatusCanceled
-			job.Error = "canceled"
-			job.FinishedAt = s.clock.Now()
-			job.RunID = ""
-			err := s.store.Update(ctx, job)
-			if errors.Is(err, ErrConflict) {
+			if s.flushClaim(id) {
+				// It runs here and now says so (or was just canceled):
+				// cancel it as running.
 				continue
 			}
+			ok, err := s.cancelQueued(ctx, job)
 			if err != nil {
 				return nil, err
 			}
-			// The queue entry stays; the dispatcher that takes it sees the
-			// job final, sends the callback if any, and acks it.
-			s.notify(id)
+			if !ok {
+				continue
+			}
 			return job, nil
 		default:
 			if !job.CancelRequested {
@@ -449,6 +447,50 @@ func (s *Service) cancel(ctx context.Context, tenant, id string) (*Job, error) {
 			return s.await(ctx, tenant, id, cancelWait)
 		}
 	}
+}
+
+// CancelQueued cancels job id of tenant if no attempt of it has started:
+// one running here counts as started even while its record still says
+// queued (claim.go). An attempt that started on another gateway less than
+// jobs.runningWriteDelay ago cannot be told from a queued job; it is
+// stopped and the job canceled. A job that is final or running is left as
+// it is.
+func (s *Service) CancelQueued(ctx context.Context, tenant, id string) error {
+	s.flushClaim(id)
+	for {
+		job, err := s.store.Get(ctx, tenant, id)
+		if err != nil || job.Status != StatusQueued || s.running(id) {
+			return err
+		}
+		if ok, err := s.cancelQueued(ctx, job); ok || err != nil {
+			return err
+		}
+	}
+}
+
+// cancelQueued records queued job canceled. It reports false if the record
+// changed meanwhile.
+func (s *Service) cancelQueued(ctx context.Context, job *Job) (bool, error) {
+	job.Status = StatusCanceled
+	job.Error = "canceled"
+	job.FinishedAt = s.clock.Now()
+	job.RunID = ""
+	err := s.store.Update(ctx, job)
+	if errors.Is(err, ErrConflict) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	// The queue entry stays; the dispatcher that takes it sees the job
+	// final, sends the callback if any, and acks it. An attempt may already
+	// run on another gateway whose record says queued for a while yet
+	// (claim.go): stop it.
+	s.notify(job.ID)
+	if err := s.store.Publish(ctx, Event{Kind: EventCancel, ID: job.ID}); err != nil {
+		s.log.Debug("announce cancel", "job", job.ID, "err", err)
+	}
+	return true, nil
 }
 
 // listPage is the body of GET /v1/jobs, in the OpenAI list shape.

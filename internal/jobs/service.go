@@ -136,8 +136,8 @@ type Service struct {
 	callbacks chan *Delivery
 
 	mu      sync.Mutex
-	runs    map[string]context.CancelCauseFunc // running attempts by job ID
-	held    map[*Delivery]struct{}             // leases to keep alive
+	runs    map[string]*run        // running attempts by job ID
+	held    map[*Delivery]struct{} // leases to keep alive
 	waiters map[string]map[chan struct{}]struct{}
 	counts  Counts
 
@@ -220,7 +220,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		wake:      make(chan struct{}, 1),
 		slotFreed: make(chan struct{}, 1),
 		callbacks: make(chan *Delivery, callbackQueue),
-		runs:      make(map[string]context.CancelCauseFunc),
+		runs:      make(map[string]*run),
 		held:      make(map[*Delivery]struct{}),
 		waiters:   make(map[string]map[chan struct{}]struct{}),
 		cbGuard:   guard,
@@ -593,10 +593,10 @@ func (s *Service) notify(id string) {
 
 func (s *Service) cancelRun(id string) {
 	s.mu.Lock()
-	cancel := s.runs[id]
+	r := s.runs[id]
 	s.mu.Unlock()
-	if cancel != nil {
-		cancel(errJobCanceled)
+	if r != nil {
+		r.cancel(errJobCanceled)
 	}
 }
 

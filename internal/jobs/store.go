@@ -76,6 +76,10 @@ type Delivery struct {
 	Priority Priority
 	// Handle is the store's reference to the queue entry.
 	Handle any
+	// FirstDelivery is set by a store that knows this is the entry's first
+	// delivery, so no attempt of it can have started before. The attempt
+	// then writes its running record late (claim.go).
+	FirstDelivery bool
 }
 
 // ListQuery selects jobs for Store.List.

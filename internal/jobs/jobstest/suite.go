@@ -54,6 +54,8 @@ func Run(t *testing.T, newNamespace NewNamespace) {
 		{"SharedStoreRunsEachJobOnce", testSharedOnce},
 		{"LeaseExpiryHandsJobOver", testLeaseExpiry},
 		{"CloseHandsRunningJobsBack", testCloseHandsBack},
+		{"RunningWrittenLate", testRunningWrittenLate},
+		{"CancelFromAnotherGateway", testCancelFromAnotherGateway},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -888,6 +890,12 @@ func testLongPoll(t *testing.T, open Open) {
 	// A wait that ends first returns the job as it is.
 	held := e.submit("a", chat(map[string]any{"body": map[string]any{"model": "sim", "hold": true}}), nil)
 	up.waitStarted(t, held.ID)
+	// The record says running once the attempt has run a moment
+	// (jobs.runningWriteDelay, real time).
+	eventually(t, "the held job's record to say running", func() bool {
+		j, _ := e.get("a", held.ID)
+		return j.Status == "running"
+	}, nil)
 	timedOut := longGet(held.ID, "10s")
 	var got job
 	eventually(t, "the long poll to time out", func() bool {

@@ -768,7 +768,9 @@ func (s *Store) deliver(ctx context.Context, msg jetstream.Msg, p jobs.Priority)
 	s.mu.Lock()
 	s.leased[h.pool]++
 	s.mu.Unlock()
-	return &jobs.Delivery{Job: job, Priority: p, Handle: h}, nil
+	meta, err := msg.Metadata()
+	first := err == nil && meta.NumDelivered == 1
+	return &jobs.Delivery{Job: job, Priority: p, Handle: h, FirstDelivery: first}, nil
 }
 
 func (s *Store) release(h *handle) {
