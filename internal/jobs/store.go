@@ -78,7 +78,9 @@ type Delivery struct {
 	Handle any
 	// FirstDelivery is set by a store that knows this is the entry's first
 	// delivery, so no attempt of it can have started before. The attempt
-	// then writes its running record late (claim.go).
+	// then writes its running record late (claim.go). A store whose Counts
+	// come from its records must not set it: it would count the attempt's
+	// job as queued until then.
 	FirstDelivery bool
 }
 

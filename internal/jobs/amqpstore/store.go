@@ -519,7 +519,7 @@ func (s *Store) getOne(ctx context.Context, sess *session, ch *amqp.Channel, p j
 		s.release(h, true)
 		return nil, err
 	}
-	return &jobs.Delivery{Job: job, Priority: p, Handle: h, FirstDelivery: !m.Redelivered}, nil
+	return &jobs.Delivery{Job: job, Priority: p, Handle: h}, nil
 }
 
 // settle marks h settled and reports whether it still held its message.
