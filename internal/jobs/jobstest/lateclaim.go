@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -82,7 +83,7 @@ func testRunningWrittenLate(t *testing.T, open Open) {
 	if !first {
 		want = []jobs.Status{jobs.StatusRunning, jobs.StatusSucceeded}
 	}
-	if !equalStatuses(written, want) {
+	if !slices.Equal(written, want) {
 		t.Fatalf("quick job (first delivery %v) wrote %v, want %v", first, written, want)
 	}
 
@@ -96,7 +97,7 @@ func testRunningWrittenLate(t *testing.T, open Open) {
 	if done := e.await("a", held.ID); done.Status != "succeeded" || done.Attempts != 1 {
 		t.Fatalf("held job %+v", done)
 	}
-	if written, _ := store.of(held.ID); !equalStatuses(written, []jobs.Status{jobs.StatusRunning, jobs.StatusSucceeded}) {
+	if written, _ := store.of(held.ID); !slices.Equal(written, []jobs.Status{jobs.StatusRunning, jobs.StatusSucceeded}) {
 		t.Fatalf("held job wrote %v, want running then succeeded", written)
 	}
 }
@@ -138,7 +139,6 @@ func testCancelFromAnotherGateway(t *testing.T, open Open) {
 	case <-time.After(waitLimit):
 		t.Fatal("the attempt was not stopped")
 	}
-	_ = runner
 	if done := runner.await("a", j.ID); done.Status != "canceled" || done.Result != nil || done.Attempts > 1 {
 		t.Fatalf("job after cancel: %+v", done)
 	}
@@ -160,16 +160,4 @@ func testCancelFromAnotherGateway(t *testing.T, open Open) {
 	if n := upA.callsOf(j.ID) + upB.callsOf(j.ID); n != 1 {
 		t.Fatalf("the job ran %d times", n)
 	}
-}
-
-func equalStatuses(a, b []jobs.Status) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
