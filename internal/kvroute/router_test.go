@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/sluice-ai/sluice/internal/balancer"
 	"github.com/sluice-ai/sluice/internal/config"
+	"github.com/sluice-ai/sluice/internal/race"
 )
 
 func TestMain(m *testing.M) {
@@ -307,7 +309,7 @@ func TestUnindexedRoutesByLoad(t *testing.T) {
 }
 
 func TestPickAllocs(t *testing.T) {
-	if raceEnabled {
+	if race.Enabled {
 		t.Skip("allocation counts are meaningless under the race detector")
 	}
 	r, _ := newTestRouter(t, Config{Pool: "p"})

@@ -18,6 +18,10 @@ import (
 type writeLog struct {
 	Store
 
+	// writing is read-held across each Update, so of waits for writes in
+	// flight: a reader can see a record in the store before its Update
+	// returns and is logged.
+	writing sync.RWMutex
 	mu      sync.Mutex
 	written map[string][]jobs.Status // by job ID
 	first   map[string]bool          // job ID → its last delivery was a first one
@@ -28,6 +32,8 @@ func logWrites(s Store) *writeLog {
 }
 
 func (w *writeLog) Update(ctx context.Context, j *jobs.Job) error {
+	w.writing.RLock()
+	defer w.writing.RUnlock()
 	err := w.Store.Update(ctx, j)
 	if err == nil {
 		w.mu.Lock()
@@ -50,6 +56,8 @@ func (w *writeLog) Fetch(ctx context.Context, p jobs.Priority, max int) ([]*jobs
 }
 
 func (w *writeLog) of(id string) ([]jobs.Status, bool) {
+	w.writing.Lock()
+	defer w.writing.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]jobs.Status(nil), w.written[id]...), w.first[id]

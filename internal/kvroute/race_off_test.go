@@ -1,5 +1,0 @@
-//go:build !race
-
-package kvroute
-
-const raceEnabled = false
