@@ -756,6 +756,8 @@ func (s *Store) deliver(ctx context.Context, msg jetstream.Msg, p jobs.Priority)
 	switch {
 	case err != nil:
 		return nil, err
+	case job == nil:
+		// The message of a job whose record expired: the dispatcher acks it.
 	case job.Status.Final():
 		// A duplicate: make sure the expiry index has it (dropped as a
 		// duplicate message if it does).

@@ -242,3 +242,36 @@ func TestIdempotentRetryOfARecordWithoutMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveryOfAnExpiredJob: a queue message delivered again after its
+// job's record is gone (a job canceled while queued and expired before any
+// dispatcher took its entry) comes without a job, for the dispatcher to
+// ack, and the store goes on.
+func TestDeliveryOfAnExpiredJob(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTestStore(t, time.Minute)
+	job := testJob(t)
+	if _, _, err := s.Create(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Requeue(ctx, fetchOne(t, s)[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.kv.Delete(ctx, recordKey(job.Tenant, job.ID)); err != nil {
+		t.Fatal(err)
+	}
+	d := fetchOne(t, s)[0]
+	if d.Job != nil {
+		t.Fatalf("delivered %+v, want no job", d.Job)
+	}
+	if err := s.Ack(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for queueLength(t, s) != 0 { // the ack is sent without waiting
+		if time.Now().After(deadline) {
+			t.Fatalf("%d queue messages after the ack, want 0", queueLength(t, s))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
