@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-ai/sluice/internal/jobs/natsstore"
 )
 
 // jsStorage keeps the Batch API's data in JetStream, beside the jobs:
@@ -24,6 +26,7 @@ import (
 // <tenant> is "t" and the tenant's name in unpadded base64url, which keeps
 // any name a valid key.
 type jsStorage struct {
+	js   jetstream.JetStream
 	kv   jetstream.KeyValue
 	objs jetstream.ObjectStore
 }
@@ -50,7 +53,7 @@ func openJetStream(ctx context.Context, js jetstream.JetStream, name string, rep
 	if err != nil {
 		return nil, fmt.Errorf("create object store %s_files: %w", name, err)
 	}
-	return &jsStorage{kv: kv, objs: objs}, nil
+	return &jsStorage{js: js, kv: kv, objs: objs}, nil
 }
 
 func tenantKey(tenant string) string {
@@ -207,19 +210,18 @@ func (s *jsStorage) batches(ctx context.Context, tenant string) ([]*record, erro
 }
 
 func (s *jsStorage) active(ctx context.Context) ([]ref, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, "a.*")
+	keys, err := natsstore.Keys(ctx, s.js, s.kv.Bucket(), "a.*")
 	if err != nil {
 		return nil, fmt.Errorf("list active batches: %w", err)
 	}
 	var out []ref
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		id := strings.TrimPrefix(key, "a.")
 		e, err := s.kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
 		if err != nil {
-			_ = lister.Stop()
 			return nil, fmt.Errorf("read active batch %s: %w", id, err)
 		}
 		out = append(out, ref{tenant: string(e.Value()), id: id})
@@ -229,15 +231,14 @@ func (s *jsStorage) active(ctx context.Context) ([]ref, error) {
 
 // each calls fn with the value of every key matching filter.
 func (s *jsStorage) each(ctx context.Context, filter string, fn func([]byte) error) error {
-	lister, err := s.kv.ListKeysFiltered(ctx, filter)
+	keys, err := natsstore.Keys(ctx, s.js, s.kv.Bucket(), filter)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", filter, err)
 	}
-	defer func() { _ = lister.Stop() }()
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		e, err := s.kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // deleted meanwhile
+			continue // deleted
 		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", key, err)

@@ -589,23 +589,16 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*jobs.Job, error) {
 // then records newest first until the page is full.
 func (s *Store) List(ctx context.Context, q jobs.ListQuery) ([]*jobs.Job, bool, error) {
 	prefix := strings.TrimSuffix(recordKey(q.Tenant, ""), ".")
-	lister, err := s.kv.ListKeysFiltered(ctx, prefix+".*")
+	keys, err := Keys(ctx, s.js, s.kv.Bucket(), prefix+".*")
 	if err != nil {
 		return nil, false, fmt.Errorf("list job keys: %w", err)
 	}
 	var ids []string
-	for k := range lister.Keys() {
+	for _, k := range slices.Backward(keys) {
 		if id := k[len(prefix)+1:]; q.Before == "" || id < q.Before {
 			ids = append(ids, id)
 		}
 	}
-	_ = lister.Stop()
-	if err := ctx.Err(); err != nil {
-		// The lister stops early, silently, when ctx ends.
-		return nil, false, fmt.Errorf("list job keys: %w", err)
-	}
-	slices.Sort(ids)
-	slices.Reverse(ids)
 	limit := max(q.Limit, 1)
 	var out []*jobs.Job
 	for _, id := range ids {
