@@ -215,7 +215,7 @@ func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job, re
 	job.Attempts++
 	job.StartedAt = s.clock.Now()
 	job.RunID = runID
-	r := &run{cancel: cancel}
+	r := &run{cancel: cancel, tenant: job.Tenant}
 	s.mu.Lock()
 	if s.runs[job.ID] != nil {
 		// Another delivery of this job is being attempted here.
@@ -261,6 +261,7 @@ func (s *Service) attempt(ctx, runCtx context.Context, d *Delivery, job *Job, re
 // run is an attempt under way on this Service.
 type run struct {
 	cancel context.CancelCauseFunc
+	tenant string
 	claim  *claim // its running record, if written late; nil if written
 }
 
@@ -552,6 +553,26 @@ func (s *Service) keepLeases(ctx context.Context) {
 		if err := s.store.Extend(ectx, ds); err != nil {
 			s.log.Warn("extend job leases", "n", len(ds), "err", err)
 		}
+		s.recheckCancels(ectx)
 		cancel()
+	}
+}
+
+// recheckCancels stops the attempts here whose job a client canceled. The
+// cancel is announced (EventCancel), but an announcement is fire-and-forget
+// on some stores (Redis pub/sub) and is lost while a gateway (re)subscribes;
+// the record is not, so each lease extension reads it again.
+func (s *Service) recheckCancels(ctx context.Context) {
+	s.mu.Lock()
+	runs := make(map[string]string, len(s.runs)) // job ID → tenant
+	for id, r := range s.runs {
+		runs[id] = r.tenant
+	}
+	s.mu.Unlock()
+	for id, tenant := range runs {
+		cur, err := s.store.Get(ctx, tenant, id)
+		if err == nil && (cur.CancelRequested || cur.Status == StatusCanceled) {
+			s.cancelRun(id)
+		}
 	}
 }

@@ -115,6 +115,28 @@ func testRunningWrittenLate(t *testing.T, open Open) {
 // rather than when the runner's lease lapses, whether or not its record
 // said running yet.
 func testCancelFromAnotherGateway(t *testing.T, open Open) {
+	cancelFromAnotherGateway(t, open, func(s Store) Store { return s })
+}
+
+// deaf is a Store whose gateway hears no cancel announcements.
+type deaf struct{ Store }
+
+func (d deaf) Subscribe(ctx context.Context, fn func(jobs.Event)) error {
+	return d.Store.Subscribe(ctx, func(ev jobs.Event) {
+		if ev.Kind != jobs.EventCancel {
+			fn(ev)
+		}
+	})
+}
+
+// testCancelWithoutAnnouncement: a gateway that missed a cancel's
+// announcement (a subscription being set up again) still stops the
+// attempt, from the record, when it next extends the lease.
+func testCancelWithoutAnnouncement(t *testing.T, open Open) {
+	cancelFromAnotherGateway(t, open, func(s Store) Store { return deaf{s} })
+}
+
+func cancelFromAnotherGateway(t *testing.T, open Open, wrap func(Store) Store) {
 	// Both gateways run jobs; the cancel goes through the one that does
 	// not run this one.
 	stopped := make(chan error, 2)
@@ -124,8 +146,8 @@ func testCancelFromAnotherGateway(t *testing.T, open Open) {
 		w.WriteHeader(http.StatusBadGateway)
 	}
 	upA, upB := newUpstream(block), newUpstream(block)
-	a := start(t, open(t, normalLease), upA)
-	b := start(t, open(t, normalLease), upB)
+	a := start(t, wrap(open(t, normalLease)), upA)
+	b := start(t, wrap(open(t, normalLease)), upB)
 	j := a.submit("a", chat(nil), nil)
 	other, runner := b, a
 	select {

@@ -55,6 +55,7 @@ func Run(t *testing.T, newNamespace NewNamespace) {
 		{"LeaseExpiryHandsJobOver", testLeaseExpiry},
 		{"CloseHandsRunningJobsBack", testCloseHandsBack},
 		{"RunningWrittenLate", testRunningWrittenLate},
+		{"CancelWithoutAnnouncement", testCancelWithoutAnnouncement},
 		{"CancelFromAnotherGateway", testCancelFromAnotherGateway},
 	}
 	for _, tc := range tests {
